@@ -1,0 +1,118 @@
+"""Step 8 of the pipeline: from structures to predictions (class and the probability of every class)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from .cell import StructureError
+from .model import Model, load_model
+from .pipeline import compute_fingerprints
+
+__all__ = ["Prediction", "classify"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one structure.
+
+    Attributes
+    ----------
+    label : str or None
+        Most probable class; None when the structure failed.
+    probabilities : dict
+        Probability of every class, in the model's class order.
+    source, index : str or None, int or None
+        Where the structure came from (file and frame), when known.
+    error : str or None
+        One-line reason when the structure could not be classified.
+    """
+
+    label: str | None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+    index: int | None = None
+    error: str | None = None
+
+    @property
+    def probability(self) -> float:
+        """Probability of the predicted class (0 when failed)."""
+        return self.probabilities.get(self.label, 0.0) if self.label else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready record: source, index, then label and probabilities, or error."""
+        out = {"source": self.source, "index": self.index}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out["label"] = self.label
+            out["probabilities"] = {k: round(float(v), 6) for k, v in self.probabilities.items()}
+        return out
+
+
+def classify(
+    atoms: Atoms | Sequence[Atoms],
+    model: Model | None = None,
+    workers: int | None = 1,
+    progress: bool = False,
+) -> Prediction | list[Prediction]:
+    """Classify one periodic structure or many, batched through the network.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms or sequence of ase.Atoms
+        Periodic structure(s) with lattice vectors, in any cell choice and orientation.
+    model : Model, optional
+        Default: the model shipped with the package.
+    workers : int, optional
+        Processes for the fingerprints (None: all CPUs).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Prediction or list of Prediction
+        For one structure a Prediction (or :class:`StructureError` if it cannot be classified); for
+        a sequence one Prediction per structure, failures carrying ``error`` (a warning counts them).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> classify(bulk("Cu", "fcc", a=3.6)).label
+    'fcc'
+    """
+    single = isinstance(atoms, Atoms)
+    structures = [atoms] if single else list(atoms)
+    model = model or load_model()
+    images, errors = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress)
+    ok = [i for i, e in enumerate(errors) if e is None]
+    proba = model.predict_proba(images[ok]) if ok else np.zeros((0, len(model.classes)))
+    classes = model.classes
+    results: list[Prediction] = []
+    row = iter(proba)
+    for a, err in zip(structures, errors):
+        source, index = a.info.get("source"), a.info.get("index")
+        if err is not None:
+            results.append(Prediction(label=None, source=source, index=index, error=err))
+            continue
+        p = next(row)
+        results.append(
+            Prediction(
+                label=classes[int(np.argmax(p))],
+                probabilities={c: float(v) for c, v in zip(classes, p)},
+                source=source,
+                index=index,
+            )
+        )
+    if single:
+        if results[0].error:
+            raise StructureError(results[0].error)
+        return results[0]
+    n_failed = len(structures) - len(ok)
+    if n_failed:
+        warnings.warn(f"{n_failed} of {len(structures)} structures could not be classified (see Prediction.error)", stacklevel=2)
+    return results

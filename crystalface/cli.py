@@ -1,0 +1,204 @@
+"""Command-line interface: a thin layer over the Python API, one small function per command.
+
+Exit status: 0 everything worked, 1 some structures failed (the others were still done), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_CHUNK = 256  # structures classified together: one network batch, bounded memory
+
+
+def _print_table_row(cells, widths, file=sys.stdout):
+    print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip(), file=file, flush=True)
+
+
+def cmd_classify(args) -> int:
+    from .classify import classify
+    from .io import read_structures
+    from .model import load_model
+
+    model = load_model(args.model)
+    entries = read_structures(args.files, index=args.index, format=args.format)
+    widths = (40, 6, 8, 12, 18)
+    if not args.json:
+        _print_table_row(("source", "frame", "class", "probability", "runner-up"), widths)
+    failures = []
+    total = 0
+
+    def emit(predictions):
+        for p in predictions:
+            if p.error is not None:
+                failures.append(p)
+            if args.json:
+                print(json.dumps(p.to_dict()), flush=True)
+            elif p.error is not None:
+                _print_table_row((p.source, p.index, "-", "error: " + p.error), widths[:3] + (80,))
+            else:
+                ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+                runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
+                _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner), widths)
+
+    batch = []
+    import warnings
+
+    for entry in entries:
+        total += 1
+        if entry.error is not None:
+            from .classify import Prediction
+
+            emit([Prediction(label=None, source=entry.source, index=entry.index, error=entry.error)])
+            continue
+        batch.append(entry.atoms)
+        if len(batch) == _CHUNK:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                emit(classify(batch, model=model, workers=args.workers))
+            batch = []
+    if batch:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            emit(classify(batch, model=model, workers=args.workers))
+    if failures:
+        print(f"crystalface: {len(failures)} of {total} structures could not be classified:", file=sys.stderr)
+        for p in failures:
+            print(f"  {p.source} [{p.index}]: {p.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_fingerprint(args) -> int:
+    import numpy as np
+
+    from .io import read_structures
+    from .model import load_model
+    from .pipeline import Descriptor
+    from .plotting import save_fingerprint
+
+    descriptor = load_model(args.model).descriptor if args.model else Descriptor()
+    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
+    if entry is None or entry.error is not None:
+        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+        return 1
+    from .cell import StructureError
+
+    try:
+        image = descriptor(entry.atoms)
+    except (StructureError, ValueError) as exc:
+        print(f"crystalface: {args.file} [{args.index}]: {exc}", file=sys.stderr)
+        return 1
+    save_fingerprint(image, args.output, title=f"{Path(args.file).name} [{args.index}]")
+    print(f"wrote {args.output}")
+    if args.npy:
+        np.save(args.npy, image)
+        print(f"wrote {args.npy}")
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from .dataset import make_dataset
+
+    try:
+        path = make_dataset(args.output, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"crystalface: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.size} structures to {path} (list them with: ase db {path})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train_from_dataset
+
+    if not Path(args.dataset).is_file():
+        print(f"crystalface: data set {args.dataset} not found (make it with: crystalface dataset)", file=sys.stderr)
+        return 2
+    model = train_from_dataset(
+        args.dataset, args.output, seed=args.seed, workers=args.workers,
+        max_epochs=args.max_epochs, patience=args.patience,
+    )
+    out = Path(args.output).with_suffix(".safetensors")
+    print(f"validation accuracy {model.card['validation_accuracy']:.4f} "
+          f"({model.card['training']['n_validation']} structures); wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crystalface",
+        description="Which crystal structure is it? Robust classification from diffraction fingerprints.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"crystalface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify every structure of every file (any format ASE reads)")
+    p.add_argument("files", nargs="+", help="structure files; every frame is classified")
+    p.add_argument("--json", action="store_true", help="one JSON object per structure and line")
+    p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
+    p.add_argument("--format", help="file format for ASE when it cannot guess (e.g. lammps-data)")
+    p.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("fingerprint", help="write the DF-2D fingerprint picture of one structure")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", default="fingerprint.png", help="picture file (default fingerprint.png)")
+    p.add_argument("--index", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--format", help="file format for ASE when it cannot guess")
+    p.add_argument("--npy", help="also save the (3, 64, 64) array to this .npy file")
+    p.add_argument("--model", help="use this model's descriptor parameters")
+    p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("dataset", help="generate the pristine prototype training set (ASE database)")
+    p.add_argument("--size", type=int, default=7000, help="number of structures (default 7000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", default="dataset.db", help="ASE database file (default dataset.db)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("train", help="train the network on a data set of pristine structures")
+    p.add_argument("--dataset", default="dataset.db", help="ASE database from 'crystalface dataset'")
+    p.add_argument("-o", "--output", default="model.safetensors", help="weights file; the model card goes beside it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--workers", type=int, default=None, help="processes for the fingerprints (default: all CPUs)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="classify real crystals, pristine and defective, and print the table")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .model import ModelError
+
+    try:
+        return args.func(args)
+    except ModelError as exc:
+        print(f"crystalface: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crystalface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Step 1 of the pipeline: read structures from files, one frame at a time, never stopping on a bad file.
+
+Every format ASE reads is read by ASE (``ase.io.iread``); this module only adds what a batch job over
+thousands of files needs: frames stream one by one, each carries where it came from, and a file
+that is missing, empty, of unknown format or broken yields one :class:`Entry` with the reason
+instead of an exception, so the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Union
+
+from ase import Atoms
+from ase.io import iread
+from ase.io.formats import UnknownFileTypeError, filetype, get_ioformat, string2index
+
+__all__ = ["Entry", "read_structures"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: ``Entry.source`` of a structure given in memory rather than as a file.
+MEMORY = "<memory>"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One frame read from a file, or the reason a file (or a frame of it) could not be read.
+
+    Attributes
+    ----------
+    source : str
+        The path as given (``"<memory>"`` for an :class:`ase.Atoms` given directly).
+    index : int
+        Frame number in that file, 0-based; -1 when the file itself failed before any frame was read.
+    atoms : ase.Atoms or None
+        The structure (a new object, with ``info["source"]`` and ``info["index"]`` set), or None.
+    error : str or None
+        One line saying what went wrong, or None.
+    """
+
+    source: str
+    index: int
+    atoms: Atoms | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the entry holds a structure."""
+        return self.error is None
+
+
+def read_structures(
+    paths: PathLike | Atoms | Iterable[PathLike | Atoms],
+    index: str | int | slice = ":",
+    format: str | None = None,
+) -> Iterator[Entry]:
+    """Read every frame of every file, yielding one :class:`Entry` per frame; never raises on bad input.
+
+    Files are read with :func:`ase.io.iread`, so every format ASE reads works (CIF, POSCAR/CONTCAR,
+    extended XYZ, FHI-aims ``geometry.in``, ASE ``.db``, ``.traj``, ...) and frames stream: a large
+    trajectory is never held in memory at once. The format is guessed by ASE from the file name and
+    contents unless ``format`` is given (required for e.g. LAMMPS data: ``format="lammps-data"``).
+
+    A file that does not exist, is empty, has a format ASE cannot guess, or fails to parse gives one
+    Entry with ``atoms=None`` and a one-line ``error`` (``"file not found"``, ``"empty file"``,
+    ``"cannot guess the file format ..."``, ``"parse error: <exception>"``); its ``index`` is -1, or
+    the number of the frame that failed when earlier frames were read. Then the next file is read.
+
+    Parameters
+    ----------
+    paths : path, ase.Atoms or iterable of them
+        File(s) to read. An :class:`ase.Atoms` in the input is passed through as a copy (source
+        ``"<memory>"``, index its position in the input) so that files and in-memory structures
+        can be mixed.
+    index : str, int or slice
+        Which frames of each file, in ASE's syntax (``":"`` all, ``"-1"`` last, ``"::10"`` every
+        tenth). Frames are always yielded in file order.
+    format : str, optional
+        ASE format name used for every file; default: guessed per file.
+
+    Yields
+    ------
+    Entry
+        ``Entry.atoms`` is a new object with ``info["source"]`` (str) and ``info["index"]`` (int).
+        The user's :class:`ase.Atoms` are never modified.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> import ase.io, os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> ase.io.write(os.path.join(folder, "cu.xyz"), [bulk("Cu"), bulk("Cu").repeat(2)])
+    >>> files = [os.path.join(folder, "cu.xyz"), os.path.join(folder, "missing.cif")]
+    >>> [(e.index, len(e.atoms) if e.ok else e.error) for e in read_structures(files)]
+    [(0, 1), (1, 8), (-1, 'file not found')]
+    """
+    frames = _parse_index(index)  # validated here, not at the first next()
+    if isinstance(paths, (str, bytes, os.PathLike, Atoms)):
+        paths = [paths]
+    return _entries(paths, frames, format)
+
+
+def _entries(paths: Iterable, frames: slice, format: str | None) -> Iterator[Entry]:
+    for position, item in enumerate(paths):
+        if isinstance(item, Atoms):
+            yield _from_memory(item, position)
+        else:
+            yield from _read_file(item, frames, format)
+
+
+def _parse_index(index: str | int | slice) -> slice:
+    """The frames to read as a slice with a positive step (negative start/stop allowed)."""
+    if isinstance(index, str):
+        text = index
+        try:
+            index = string2index(text)
+        except ValueError:
+            index = text
+        if isinstance(index, str):  # ASE passes other strings on as database queries; we do not
+            raise ValueError(f"index must be an ASE index string such as ':', '-1' or '::2', got {text!r}")
+    if isinstance(index, int):
+        return slice(index, index + 1 if index != -1 else None)
+    if not isinstance(index, slice):
+        raise TypeError(f"index must be a str, int or slice, got {type(index).__name__}")
+    if index.step is not None and index.step <= 0:
+        raise ValueError(f"index must select frames in file order (positive step), got step {index.step}")
+    return index
+
+
+def _from_memory(atoms: Atoms, position: int) -> Entry:
+    copy = atoms.copy()
+    # a structure that already says where it came from (an earlier read) keeps that label
+    if not (isinstance(copy.info.get("source"), str) and isinstance(copy.info.get("index"), int)):
+        copy.info["source"], copy.info["index"] = MEMORY, position
+    return Entry(copy.info["source"], copy.info["index"], copy, None)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _call_quietly(function, *args):
+    """Call ``function`` with ASE's FHI-aims deprecation FutureWarning (and only it) silenced.
+
+    The filter is set around each call, never across a ``yield``: a generator suspended inside
+    ``warnings.catch_warnings`` would change the caller's warning filters while suspended.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
+        return function(*args)
+
+
+def _read_file(path: PathLike, frames: slice, format: str | None) -> Iterator[Entry]:
+    try:
+        source = os.fspath(path)
+    except TypeError:
+        yield Entry(repr(path), -1, None, f"not a path or ase.Atoms: {type(path).__name__}")
+        return
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    if not os.path.exists(source):
+        yield Entry(source, -1, None, "file not found")
+        return
+    if os.path.isfile(source) and os.path.getsize(source) == 0:
+        yield Entry(source, -1, None, "empty file")
+        return
+    try:
+        fmt = format or filetype(source)
+        io = get_ioformat(fmt)
+    except UnknownFileTypeError as error:
+        if format:
+            yield Entry(source, -1, None, f"unknown format {format!r}")
+        else:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if detail == os.path.splitext(source)[1].lstrip(".").lower():
+                detail = f"unknown suffix {os.path.splitext(source)[1]!r}"
+            yield Entry(source, -1, None, f"cannot guess the file format ({detail}); pass format=...")
+        return
+    except Exception as error:  # unreadable file, permissions, ...
+        yield Entry(source, -1, None, f"cannot open the file: {_first_line(error)}")
+        return
+
+    start, stop, step = frames.start, frames.stop, frames.step or 1
+    if (start is not None and start < 0) or (stop is not None and stop < 0):
+        # negative indices count from the end: count the frames first (streaming, nothing kept)
+        try:
+            n_frames = 1 if io.single else _count_frames(source, fmt)
+        except Exception as error:
+            yield Entry(source, -1, None, f"parse error: {_first_line(error)}")
+            return
+        start, stop, step = slice(start, stop, step).indices(n_frames)
+    start = start or 0
+
+    if io.single:
+        # ASE reads a single-frame format only with index ':'; it holds frame 0 alone
+        if start != 0 or (stop is not None and stop <= 0):
+            yield Entry(source, -1, None, f"no structure in the file for index {_index_text(frames)}")
+            return
+        start, stop, step = None, None, 1
+    # the step is applied here, not by ASE: some readers (ASE db) accept only contiguous slices
+    frames_iter = iread(source, index=slice(start, stop), format=fmt, do_not_split_by_at_sign=True)
+    number = start or 0
+    read_any = False
+    while True:
+        try:
+            atoms = _call_quietly(next, frames_iter, None)
+        except Exception as error:
+            yield Entry(source, number if read_any else -1, None, f"parse error: {_first_line(error)}")
+            return
+        if atoms is None:
+            break
+        if (number - (start or 0)) % step:
+            number += 1
+            continue
+        read_any = True  # ASE builds a new Atoms per frame (calculator results kept): label it directly
+        atoms.info["source"] = source
+        atoms.info["index"] = number
+        yield Entry(source, number, atoms, None)
+        number += 1
+    if not read_any:
+        suffix = "" if frames == slice(None) else f" for index {_index_text(frames)}"
+        yield Entry(source, -1, None, "no structure in the file" + suffix)
+
+
+def _count_frames(source: str, fmt: str) -> int:
+    """Number of frames in a file, streaming (for negative indices)."""
+    frames = iread(source, index=slice(None), format=fmt, do_not_split_by_at_sign=True)
+    count = 0
+    while _call_quietly(next, frames, None) is not None:
+        count += 1
+    return count
+
+
+def _index_text(frames: slice) -> str:
+    start, stop, step = ("" if x is None else str(x) for x in (frames.start, frames.stop, frames.step))
+    return repr(f"{start}:{stop}" + (f":{step}" if step else ""))

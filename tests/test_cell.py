@@ -1,0 +1,300 @@
+"""Tests of crystalface.cell: the standard cell from the translation lattice, with no symmetry finder."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import make_supercell
+from ase.cell import Cell
+
+from conftest import LABELS, rotated
+from crystalface import (
+    StructureError,
+    cluster,
+    displace,
+    fingerprint,
+    primitive_lattice,
+    scale,
+    standard_cell,
+    vacancies,
+)
+
+#: Integer matrices (rows: new vectors in terms of the prototype's primitive vectors) giving the
+#: conventional cell: cubic / tetragonal for the centred lattices, the orthohexagonal (C-centred)
+#: cell for hcp, whose hexagonal cell is already primitive, and the hexagonal cell (3 lattice
+#: points) for the rhombohedral prototype.
+CONVENTIONAL = {
+    "fcc": [[-1, 1, 1], [1, -1, 1], [1, 1, -1]],
+    "diam": [[-1, 1, 1], [1, -1, 1], [1, 1, -1]],
+    "bcc": [[0, 1, 1], [1, 0, 1], [1, 1, 0]],
+    "bct139": [[0, 1, 1], [1, 0, 1], [1, 1, 0]],
+    "bct141": [[0, 1, 1], [1, 0, 1], [1, 1, 0]],
+    "sc": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    "hex/rh": [[1, 1, 0], [-1, 1, 0], [0, 0, 1]],
+    "hex/rh (hR)": [[1, -1, 0], [0, 1, -1], [1, 1, 1]],
+}
+CONVENTIONAL_ANGLES = {"hex/rh (hR)": (90, 90, 120)}
+
+CELL_CHOICES = ["primitive", "conventional", "supercell 2x3x4", "conventional 2x3x4"]
+
+BUG_DIAMOND_PRIMITIVE = (
+    "cell.primitive_lattice: in a 2-atom cell with no true translation among the atom differences "
+    "(diamond primitive cell) the one candidate maps 1 of 2 atoms, score 0.5 >= max(0.5, 0.8 * best) "
+    "is accepted, and a lattice of 1/4 the volume is returned"
+)
+BUG_FRACTIONAL_METRIC = (
+    "cell.py measures distances in the fractional metric of the (Minkowski-reduced) cell: "
+    "_PeriodicSearch.nearest searches tol / (smallest singular value of the cell) in fractional space and "
+    "never re-checks the Cartesian distance against tol, and _typical_distance takes the nearest neighbour "
+    "in fractional space (3.76 A instead of 2.52 A for the alpha-As hexagonal cell, 5.21 A instead of "
+    "3.20 A for hcp orthohexagonal 2x3x4); in elongated cells non-translations are accepted and the "
+    "lattice has half the primitive volume"
+)
+
+#: (label, cell choice) -> reason, for the cases the current cell.py gets wrong (see the report).
+KNOWN_WRONG_LATTICE = {
+    ("diam", "primitive"): BUG_DIAMOND_PRIMITIVE,
+    ("hex/rh", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
+    ("hex/rh (hR)", "conventional"): BUG_FRACTIONAL_METRIC,
+    ("hex/rh (hR)", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
+}
+
+
+def conventional(label: str, atoms: Atoms) -> Atoms:
+    out = make_supercell(atoms, np.array(CONVENTIONAL[label]))
+    assert np.allclose(out.cell.cellpar()[3:], CONVENTIONAL_ANGLES.get(label, (90, 90, 90)), atol=1e-6)
+    return out
+
+
+def cell_choice(label: str, atoms: Atoms, choice: str) -> Atoms:
+    if choice == "primitive":
+        return atoms.copy()
+    if choice == "conventional":
+        return conventional(label, atoms)
+    if choice == "supercell 2x3x4":
+        return atoms.repeat((2, 3, 4))
+    if choice == "conventional 2x3x4":
+        return conventional(label, atoms).repeat((2, 3, 4))
+    raise AssertionError(choice)
+
+
+def _cases(choices, known):
+    return [
+        pytest.param(label, choice, id=f"{label}-{choice}",
+                     marks=[pytest.mark.xfail(reason=known[label, choice], strict=True)] if (label, choice) in known else [])
+        for label in LABELS
+        for choice in choices
+    ]
+
+
+def pipeline(atoms: Atoms, n_atoms: int = 256) -> np.ndarray:
+    return fingerprint(scale(cluster(standard_cell(atoms), n_atoms)))
+
+
+# --- no symmetry finder ---------------------------------------------------------------------------
+
+
+def _raiser(name):
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"symmetry finder called: {name}")
+
+    return forbidden
+
+
+def _forbid_symmetry_finders(monkeypatch) -> list:
+    """Replace every public callable of spglib and moyopy (and pymatgen's SpacegroupAnalyzer) by a raiser."""
+    import moyopy
+    import spglib
+
+    originals = {}
+    modules = [m for name, m in list(sys.modules.items()) if name == "spglib" or name.startswith("spglib.")]
+    modules += [moyopy]
+    for module in modules:
+        for name in dir(module):
+            obj = getattr(module, name, None)
+            if name.startswith("_") or not callable(obj):
+                continue
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                continue  # keep exception classes usable in except clauses
+            originals[id(obj)] = f"{module.__name__}.{name}"
+            monkeypatch.setattr(module, name, _raiser(f"{module.__name__}.{name}"))
+    try:
+        from pymatgen.symmetry import analyzer
+
+        originals[id(analyzer.SpacegroupAnalyzer)] = "SpacegroupAnalyzer"
+        monkeypatch.setattr(analyzer, "SpacegroupAnalyzer", _raiser("SpacegroupAnalyzer"))
+    except ImportError:
+        pass
+    # names a crystalface module may have bound at import time (from spglib import ...)
+    for name, module in list(sys.modules.items()):
+        if name == "crystalface" or name.startswith("crystalface."):
+            for attr, obj in list(vars(module).items()):
+                if id(obj) in originals:
+                    monkeypatch.setattr(module, attr, _raiser(originals[id(obj)]))
+    return sorted(originals.values())
+
+
+def test_no_symmetry_finder_is_called(monkeypatch, prototypes):
+    import moyopy
+    import spglib
+
+    patched = _forbid_symmetry_finders(monkeypatch)
+    for required in ("spglib.get_symmetry", "spglib.get_symmetry_dataset", "spglib.get_spacegroup",
+                     "spglib.standardize_cell", "spglib.find_primitive", "spglib.refine_cell",
+                     "spglib.niggli_reduce", "spglib.delaunay_reduce", "spglib.get_symmetry_from_database",
+                     "moyopy.MoyoDataset"):
+        assert required in patched
+    cell = (np.eye(3) * 3.0, [[0, 0, 0]], [1])
+    with pytest.raises(AssertionError, match="symmetry finder called"):
+        spglib.get_symmetry_dataset(cell)
+    with pytest.raises(AssertionError, match="symmetry finder called"):
+        moyopy.MoyoDataset(None)
+
+    for label, atoms in prototypes.items():
+        images = [pipeline(rotated(atoms, 3))]
+        defective = displace(vacancies(atoms.repeat((4, 4, 4)), 0.1, seed=1), 0.02, seed=1)
+        primitive_lattice(defective)
+        images.append(pipeline(defective))
+        assert all(image.shape == (3, 64, 64) and np.isfinite(image).all() for image in images), label
+
+
+# --- primitive lattice ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES, KNOWN_WRONG_LATTICE))
+@pytest.mark.parametrize("rotation_seed", [None, 11])
+def test_primitive_lattice_has_the_primitive_volume(prototypes, label, choice, rotation_seed):
+    primitive = prototypes[label]
+    atoms = cell_choice(label, primitive, choice)
+    if rotation_seed is not None:
+        atoms = rotated(atoms, rotation_seed)
+    lattice = primitive_lattice(atoms)
+    assert abs(np.linalg.det(lattice)) == pytest.approx(primitive.get_volume(), rel=1e-6)
+    # and it is the prototype's lattice: same reduced cell parameters
+    expected = Cell(primitive.cell[:]).niggli_reduce()[0].cellpar()
+    assert np.allclose(Cell(lattice).niggli_reduce()[0].cellpar(), expected, atol=1e-5)
+    # every lattice vector the user gave is an integer combination of it
+    m = np.asarray(atoms.cell[:]) @ np.linalg.inv(lattice)
+    assert np.abs(m - np.round(m)).max() < 1e-6
+
+
+@pytest.mark.parametrize("rotation_seed", [None, 5])
+def test_vacancies_and_noise_keep_the_fcc_lattice_and_every_atom(prototypes, rotation_seed):
+    fcc = prototypes["fcc"]
+    pristine = conventional("fcc", fcc).repeat(4)
+    assert len(pristine) == 256
+    atoms = displace(vacancies(pristine, fraction=0.25, seed=0), sigma=0.03, seed=0)
+    if rotation_seed is not None:
+        atoms = rotated(atoms, rotation_seed)
+    lattice = primitive_lattice(atoms)
+    assert abs(np.linalg.det(lattice)) == pytest.approx(fcc.get_volume(), rel=1e-6)
+    assert np.allclose(Cell(lattice).niggli_reduce()[0].cellpar(),
+                       Cell(fcc.cell[:]).niggli_reduce()[0].cellpar(), atol=1e-5)
+    cell = standard_cell(atoms)
+    assert cell.info["primitive"] is False
+    assert len(cell) == len(atoms) == 192
+    # the same atoms, rigidly rotated: pair distances are kept
+    i, j = np.triu_indices(len(atoms), 1)
+    assert np.allclose(np.linalg.norm(cell.positions[i] - cell.positions[j], axis=1),
+                       np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1))
+
+
+# --- standard cell --------------------------------------------------------------------------------
+
+
+def _assert_standard_orientation(cell: np.ndarray):
+    a, b, c = cell
+    assert a[0] > 0 and abs(a[1]) < 1e-9 and abs(a[2]) < 1e-9, f"a = {a} is not along +x"
+    assert abs(b[2]) < 1e-9, f"b = {b} is not in the xy plane"
+    assert c[2] > 0, f"c = {c} has c_z <= 0"
+
+
+@pytest.mark.parametrize(
+    "label",
+    [pytest.param(label, marks=[pytest.mark.xfail(reason=BUG_DIAMOND_PRIMITIVE, strict=True)] if label == "diam" else [])
+     for label in LABELS],
+)
+def test_standard_cell_orientation(prototypes, label):
+    atoms = rotated(prototypes[label], 2)
+    cell = standard_cell(atoms)
+    assert cell.info["primitive"] is True
+    assert len(cell) == len(atoms)
+    _assert_standard_orientation(np.asarray(cell.cell[:]))
+    # Niggli-reduced: reducing again changes no cell parameter
+    assert np.allclose(Cell(cell.cell[:]).niggli_reduce()[0].cellpar(), cell.cell.cellpar(), atol=1e-6)
+    # reciprocal angles all acute or all obtuse (Setyawan & Curtarolo 2010)
+    rec = np.linalg.inv(cell.cell[:]).T
+    rec = rec / np.linalg.norm(rec, axis=1)[:, None]
+    cos = np.array([rec[1] @ rec[2], rec[0] @ rec[2], rec[0] @ rec[1]])
+    assert np.all(cos >= -1e-9) or np.all(cos <= 1e-9)
+
+
+@pytest.mark.xfail(
+    reason="cell.standard_orientation flips the signs of two lattice vectors after orienting the frame, so "
+    "for ~13 % of lattices the returned cell has a along -x, b_y < 0 or c_z < 0, against its docstring",
+    strict=True,
+)
+def test_standard_cell_orientation_of_random_triclinic_lattices():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lattice = rng.normal(size=(3, 3)) * 3
+        if abs(np.linalg.det(lattice)) < 5:
+            continue
+        cell = standard_cell(Atoms("Cu", positions=[[0, 0, 0]], cell=lattice, pbc=True))
+        assert cell.info["primitive"] is True
+        _assert_standard_orientation(np.asarray(cell.cell[:]))
+
+
+def test_standard_cell_of_a_supercell_is_the_primitive_cell(prototypes):
+    for label in ("fcc", "bct141", "hex/rh"):
+        primitive = standard_cell(prototypes[label])
+        from_supercell = standard_cell(rotated(prototypes[label].repeat((2, 3, 4)), 4))
+        assert from_supercell.info["primitive"] is True
+        assert np.allclose(from_supercell.cell[:], primitive.cell[:], atol=1e-6), label
+
+
+def test_standard_cell_does_not_modify_its_input(prototypes):
+    atoms = rotated(prototypes["bct141"].repeat(2), 1)
+    before = atoms.copy()
+    standard_cell(atoms)
+    assert np.array_equal(atoms.positions, before.positions) and np.array_equal(atoms.cell[:], before.cell[:])
+
+
+@pytest.mark.parametrize(
+    "atoms",
+    [
+        Atoms("Cu4", positions=np.eye(4, 3) * 2.5, pbc=False),
+        Atoms("Cu4", positions=np.eye(4, 3) * 2.5, cell=np.eye(3) * 5, pbc=False),
+        Atoms("Cu4", positions=np.eye(4, 3) * 2.5, cell=np.zeros((3, 3)), pbc=True),
+        Atoms("Cu4", positions=np.eye(4, 3) * 2.5, cell=[[5, 0, 0], [0, 5, 0], [0, 0, 0]], pbc=True),
+    ],
+    ids=["no cell", "cell but pbc False", "zero cell", "two lattice vectors"],
+)
+def test_non_periodic_structure_is_rejected(atoms):
+    with pytest.raises(StructureError, match="lattice vectors"):
+        standard_cell(atoms)
+    with pytest.raises(StructureError, match="lattice vectors"):
+        primitive_lattice(atoms)
+
+
+# --- cell-choice invariance of the whole pipeline ---------------------------------------------------
+
+KNOWN_WRONG_FINGERPRINT = {
+    ("diam", "conventional"): BUG_DIAMOND_PRIMITIVE,
+    ("diam", "supercell 2x3x4"): BUG_DIAMOND_PRIMITIVE,
+    ("diam", "conventional 2x3x4"): BUG_DIAMOND_PRIMITIVE,
+    ("hex/rh", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
+    ("hex/rh (hR)", "conventional"): BUG_FRACTIONAL_METRIC,
+    ("hex/rh (hR)", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
+}
+
+
+@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES, KNOWN_WRONG_FINGERPRINT))
+def test_fingerprint_does_not_depend_on_the_cell_choice(prototypes, label, choice):
+    """Primitive cell (rotated once) vs another cell of the same crystal, rotated differently."""
+    reference = pipeline(rotated(prototypes[label], 100))
+    other = pipeline(rotated(cell_choice(label, prototypes[label], choice), 200))
+    assert np.abs(other - reference).max() < 1e-3

@@ -1,0 +1,216 @@
+"""Tests of crystalface.io: every frame of every file, one error entry per bad file, never an exception."""
+
+from __future__ import annotations
+
+import warnings
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from crystalface.io import Entry, read_structures
+
+
+def _structures(n: int) -> list[Atoms]:
+    """n different periodic structures (different sizes and elements) with a little noise."""
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        atoms = bulk("NaCl", "rocksalt", a=5.64).repeat((1, 1, i + 1)) if i % 2 else bulk("Cu", "fcc", a=3.6).repeat(i + 1)
+        atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
+        out.append(atoms)
+    return out
+
+
+def _entries(*args, **kwargs) -> list[Entry]:
+    return list(read_structures(*args, **kwargs))
+
+
+def _assert_same_structure(read: Atoms, written: Atoms, atol=1e-6):
+    """Same elements, lattice and positions, in any orientation of the frame (CIF and LAMMPS re-orient)."""
+    assert read.get_chemical_symbols() == written.get_chemical_symbols()
+    assert np.allclose(read.cell.cellpar(), written.cell.cellpar(), atol=atol)
+    diff = read.get_scaled_positions(wrap=True) - written.get_scaled_positions(wrap=True)
+    assert np.abs(diff - np.round(diff)).max() < atol
+    assert read.pbc.all()
+
+
+def test_multi_frame_extended_xyz_gives_every_frame_with_its_index(tmp_path):
+    written = _structures(5)
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, written, format="extxyz")
+    entries = _entries(path)
+    assert [e.index for e in entries] == [0, 1, 2, 3, 4]
+    for entry, atoms in zip(entries, written):
+        assert entry.ok and entry.error is None
+        assert entry.source == str(path)
+        assert entry.atoms.info["source"] == str(path) and entry.atoms.info["index"] == entry.index
+        assert len(entry.atoms) == len(atoms)
+        assert np.allclose(entry.atoms.positions, atoms.positions)
+        assert np.allclose(entry.atoms.cell[:], atoms.cell[:])
+
+
+@pytest.mark.parametrize(
+    "name, fmt, n_frames",
+    [("cu.cif", "cif", 1), ("POSCAR", "vasp", 1), ("geometry.in", "aims", 1), ("structures.db", "db", 3),
+     ("structures.traj", "traj", 3)],
+)
+def test_round_trip(tmp_path, name, fmt, n_frames):
+    written = _structures(n_frames)
+    path = tmp_path / name
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
+        ase.io.write(path, written if n_frames > 1 else written[0], format=fmt)
+    entries = _entries(str(path))  # format guessed from the name/contents
+    assert [e.index for e in entries] == list(range(n_frames))
+    for entry, atoms in zip(entries, written):
+        assert entry.ok, entry.error
+        _assert_same_structure(entry.atoms, atoms)
+        assert entry.atoms.info["source"] == str(path)
+
+
+def test_format_argument_reads_lammps_data(tmp_path):
+    atoms = _structures(2)[1]
+    path = tmp_path / "structure.lmp"
+    ase.io.write(path, atoms, format="lammps-data", masses=True)
+    (entry,) = _entries(path, format="lammps-data")
+    assert entry.ok, entry.error
+    _assert_same_structure(entry.atoms, atoms)
+
+
+def _bad_file(tmp_path, kind: str) -> tuple[str, str]:
+    """(path, words the error must contain) for one kind of unreadable file."""
+    if kind == "missing":
+        return str(tmp_path / "missing.cif"), "file not found"
+    if kind == "empty":
+        path = tmp_path / "empty.xyz"
+        path.write_text("")
+        return str(path), "empty"
+    if kind == "not a structure":
+        path = tmp_path / "notes.txt"
+        path.write_text("Measured on Tuesday.\nNothing to see here.\n")
+        return str(path), "cannot guess the file format"
+    if kind == "not a structure, xyz suffix":
+        path = tmp_path / "notes.xyz"
+        path.write_text("Measured on Tuesday.\nNothing to see here.\n")
+        return str(path), "parse error"
+    if kind in ("truncated cif", "cif without atoms"):
+        full = tmp_path / "full.cif"
+        ase.io.write(full, bulk("Cu", "fcc", a=3.6, cubic=True))
+        text = full.read_text()
+        # cut inside the last atom row, or before the atom loop
+        cut = text.rstrip().rfind("Cu4") + 5 if kind == "truncated cif" else text.index("loop_")
+        path = tmp_path / ("truncated.cif" if kind == "truncated cif" else "header_only.cif")
+        path.write_text(text[:cut])
+        return str(path), "parse error" if kind == "truncated cif" else "no structure"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["missing", "empty", "not a structure", "not a structure, xyz suffix", "truncated cif", "cif without atoms"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_file_gives_one_error_entry_and_the_next_file_is_read(tmp_path, kind):
+    bad, words = _bad_file(tmp_path, kind)
+    good = tmp_path / "good.xyz"
+    ase.io.write(good, _structures(2))
+    entries = _entries([bad, good])
+    assert len(entries) == 3
+    error = entries[0]
+    assert error.source == bad and error.index == -1 and error.atoms is None
+    assert words in error.error
+    assert "\n" not in error.error and "Traceback" not in error.error
+    assert not error.ok
+    assert [(e.source, e.index, e.ok) for e in entries[1:]] == [(str(good), 0, True), (str(good), 1, True)]
+
+
+def test_all_bad_files_in_one_call(tmp_path):
+    bad = [_bad_file(tmp_path, kind)[0] for kind in BAD_KINDS]
+    good = tmp_path / "good.traj"
+    ase.io.write(good, _structures(1))
+    entries = _entries([*bad, good])
+    assert [e.ok for e in entries] == [False] * len(bad) + [True]
+    assert [e.source for e in entries] == [*bad, str(good)]
+
+
+def test_a_broken_frame_is_reported_with_its_number_after_the_good_ones(tmp_path):
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, _structures(4))
+    lines = path.read_text().splitlines(keepends=True)
+    # frame 2 starts after frames 0 (1 atom) and 1 (4 atoms), each with two header lines
+    first_atom_of_frame_2 = (1 + 2) + (4 + 2) + 2
+    lines[first_atom_of_frame_2] = "Cu 0.0 not-a-number 0.0\n"
+    path.write_text("".join(lines))
+    entries = _entries([path, path])
+    assert [(e.index, e.ok) for e in entries] == [(0, True), (1, True), (2, False)] * 2
+    assert entries[2].error.startswith("parse error")
+
+
+def test_frames_stream_one_at_a_time(tmp_path):
+    """The first frame arrives before a broken later frame is parsed: no whole-file read."""
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, _structures(3))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[-1] = "Cu 0.0 not-a-number 0.0\n"
+    path.write_text("".join(lines))
+    stream = read_structures(path)
+    first = next(stream)
+    assert first.ok and first.index == 0
+
+
+@pytest.mark.parametrize("index, expected", [(":", [0, 1, 2, 3, 4]), ("-1", [4]), ("1::2", [1, 3]), ("-2:", [3, 4]),
+                                             (2, [2]), ("::3", [0, 3])])
+def test_index_selects_frames_and_keeps_their_numbers(tmp_path, index, expected):
+    for name in ("frames.xyz", "frames.traj", "frames.db"):
+        path = tmp_path / name
+        ase.io.write(path, _structures(5))
+        entries = _entries(path, index=index)
+        assert [e.index for e in entries] == expected, name
+        assert all(len(e.atoms) == len(_structures(5)[e.index]) for e in entries)
+
+
+def test_bad_index_is_rejected_at_the_call():
+    with pytest.raises(ValueError, match="index"):
+        read_structures("anything.xyz", index="every other")
+    with pytest.raises(ValueError, match="positive step"):
+        read_structures("anything.xyz", index="::-1")
+
+
+def test_user_atoms_are_not_modified(tmp_path):
+    user = bulk("Cu", "fcc", a=3.6).repeat(2)
+    user.info["note"] = "mine"
+    before = (user.positions.copy(), user.cell[:].copy(), dict(user.info))
+    path = tmp_path / "cu.xyz"
+    ase.io.write(path, user)
+    entries = _entries([user, path, [user][0]])
+    assert [(e.source, e.index) for e in entries] == [("<memory>", 0), (str(path), 0), ("<memory>", 2)]
+    for entry in entries:
+        assert entry.atoms is not user
+        entry.atoms.positions += 1.0
+        entry.atoms.info["note"] = "changed"
+    assert np.array_equal(user.positions, before[0]) and np.array_equal(user.cell[:], before[1])
+    assert user.info == before[2]
+
+
+def test_single_path_and_pathlike_are_accepted(tmp_path):
+    path = tmp_path / "cu.traj"
+    ase.io.write(path, bulk("Cu"))
+    assert [e.index for e in read_structures(path)] == [0]
+    assert [e.index for e in read_structures(str(path))] == [0]
+
+
+def test_fhi_aims_future_warning_is_silenced_and_filters_are_restored(data_dir):
+    path = data_dir / "prototypes" / "hcp_Mg_A_hP2_194_c.in"
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = read_structures([path, path])
+        first = next(stream)
+        inside = list(warnings.filters)  # generator suspended between two files
+        rest = list(stream)
+    assert first.ok and len(rest) == 1 and rest[0].ok
+    assert not [w for w in caught if "FHI-aims" in str(w.message)]
+    assert warnings.filters == filters
+    assert inside[1:] == filters and inside[0][0] == "always"  # only the test's own filter is in place
