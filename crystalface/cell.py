@@ -29,6 +29,8 @@ __all__ = ["StructureError", "check_periodic", "primitive_lattice", "standard_ce
 _MAX_SCORED_ATOMS = 256
 #: How many of the shortest difference vectors are tried as translations.
 _MAX_CANDIDATES = 160
+#: Smallest fraction of atoms a translation must carry onto atoms of the same element.
+_MIN_SCORE = 0.55
 
 
 class StructureError(ValueError):
@@ -77,40 +79,41 @@ class _PeriodicSearch:
         self.frac_per_length = 1.0 / np.linalg.svd(cell, compute_uv=False).min()
 
     def nearest(self, frac_points: np.ndarray, z: int, tol: float) -> tuple:
-        """Cartesian distance and index of the nearest atom of element ``z`` to each point (inf if > tol)."""
+        """Cartesian distance, index and min-image vector of the nearest atom of element ``z`` to each point.
+
+        Distance is inf (and the vector meaningless) where no such atom lies within ``tol`` Å.
+        """
         tree = self.trees[z]
-        k = min(4, tree.n)
+        k = min(8, tree.n)
         _, j = tree.query(_wrap(frac_points), k=k, distance_upper_bound=tol * self.frac_per_length * 1.0001)
-        j = np.atleast_2d(j.reshape(len(frac_points), k))
+        j = j.reshape(len(frac_points), k)
         found = j < tree.n
         jj = np.where(found, j, 0)
         diff = self.frac[self.index[z]][jj] - frac_points[:, None, :]
         diff -= np.round(diff)
         dist = np.linalg.norm(diff @ self.cell, axis=-1)
-        dist[~found] = np.inf
+        dist[~found | (dist > tol)] = np.inf
         best = np.argmin(dist, axis=1)
         rows = np.arange(len(frac_points))
         return dist[rows, best], self.index[z][jj[rows, best]], diff[rows, best] @ self.cell
 
 
 def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
-    """Median nearest-neighbour distance of a periodic structure (Å), robust to a few odd atoms."""
-    frac = positions @ np.linalg.inv(cell)
-    search = _PeriodicSearch(frac, np.zeros(len(frac), int), cell)
-    volume_per_atom = abs(np.linalg.det(cell)) / len(frac)
-    tree = search.trees[0]
-    k = min(2, tree.n)
-    _, j = tree.query(search.frac, k=k)
-    j = j.reshape(len(frac), k)
-    if k < 2:  # a single atom: its nearest neighbour is its own image
-        return float(np.linalg.norm(cell, axis=1).min())
-    diff = search.frac[j[:, 1]] - search.frac
-    diff -= np.round(diff)
-    d = np.linalg.norm(diff @ cell, axis=1)
+    """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``.
+
+    The nearest neighbour of an atom in a reduced cell lies in the cell or one of its 26 neighbours.
+    """
+    frac = _wrap(positions @ np.linalg.inv(cell))
+    wrapped = frac @ cell
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]) @ cell
+    images = (wrapped[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    step = max(1, len(wrapped) // _MAX_SCORED_ATOMS)
+    d, _ = cKDTree(images).query(wrapped[::step], k=2)
+    d = d[:, 1]
     d = d[d > 1e-8]
     if len(d) == 0:
-        return float(volume_per_atom ** (1 / 3))
-    return float(min(np.median(d), np.linalg.norm(cell, axis=1).min()))
+        return float((abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3))
+    return float(np.median(d))
 
 
 def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
@@ -119,8 +122,9 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     A difference vector ``t`` between two atoms of one element is a lattice translation when it
     carries most atoms onto an atom of the same element (within ``tol``). Vacancies and noise lower
     that fraction for true translations only a little, while any vector that is not a translation
-    maps at most two thirds of the atoms of the structures we classify; translations are accepted at
-    80 % of the best score. The three shortest independent translations form a basis (successive
+    maps at most two thirds of the atoms of the structures we classify, and its double far fewer;
+    a vector is accepted when it and its double both map more than 55 % of the atoms and at least
+    80 % as many as the best candidate. The three shortest independent translations form a basis (successive
     minima, true in three dimensions); the lattice vectors the user gave must be integer combinations
     of it, else the input lattice itself is returned.
 
@@ -172,25 +176,31 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     order = np.argsort(length, kind="stable")[:_MAX_CANDIDATES]
     cart, length = cart[order], length[order]
 
-    # score every candidate on a fixed subset of atoms
+    # score every candidate t, and its double 2t, on a fixed subset of atoms. A vector that carries
+    # one sublattice onto another (diamond, hcp: half of the atoms) has a double that carries almost
+    # none, whereas the double of a translation is a translation.
     step = max(1, n // _MAX_SCORED_ATOMS)
     scored = np.arange(0, n, step)
     inv_cell = np.linalg.inv(cell)
-    scores = np.zeros(len(cart))
+    hits = np.zeros((2, len(cart)))
     refined = cart.copy()
     for z in np.unique(numbers[scored]):
         atoms_z = scored[numbers[scored] == z]
         start = search.frac[atoms_z]
-        points = (start[None, :, :] + (cart @ inv_cell)[:, None, :]).reshape(-1, 3)
-        dist, _, vec = search.nearest(points, z, tol)
-        hit = np.isfinite(dist).reshape(len(cart), len(atoms_z))
-        scores += hit.sum(axis=1)
-        # refine each translation by the mean mismatch of the atoms it carries onto atoms
-        vec = np.where(np.isfinite(dist)[:, None], vec, 0.0).reshape(len(cart), len(atoms_z), 3)
-        refined += vec.sum(axis=1) / np.maximum(hit.sum(axis=1), 1)[:, None] * (hit.sum(axis=1) > 0)[:, None]
-    scores /= len(scored)
+        for m, multiple in enumerate((1, 2)):
+            points = (start[None, :, :] + (multiple * cart @ inv_cell)[:, None, :]).reshape(-1, 3)
+            dist, _, vec = search.nearest(points, z, tol)
+            hit = np.isfinite(dist).reshape(len(cart), len(atoms_z))
+            hits[m] += hit.sum(axis=1)
+            if multiple == 1:
+                # refine each translation by the mean mismatch of the atoms it carries onto atoms
+                vec = np.where(np.isfinite(dist)[:, None], vec, 0.0).reshape(len(cart), len(atoms_z), 3)
+                refined += vec.sum(axis=1) / np.maximum(hit.sum(axis=1), 1)[:, None]
+    scores = hits.min(axis=0) / len(scored)
     best = scores.max() if len(scores) else 0.0
-    accepted = scores >= max(0.5, 0.8 * best)
+    # a translation carries more than half of the atoms onto atoms (more than any sublattice map of
+    # the structures we classify) and scores close to the best candidate; vacancies lower both
+    accepted = scores >= max(_MIN_SCORE, 0.8 * best)
 
     basis: list[np.ndarray] = []
     for t in refined[accepted]:
@@ -239,11 +249,13 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
 def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Niggli-reduce a lattice and put it in the triclinic standard orientation.
 
-    Returns ``(standard, rotation)``: ``standard`` is the reduced lattice (rows) with ``a`` along
-    x, ``b`` in the xy plane and positive ``c_z``; ``rotation`` is the proper rotation matrix that
+    Returns ``(standard, rotation)``: ``standard`` is the reduced lattice (rows), oriented with the
+    Niggli ``a`` along +x, ``b`` in the xy plane with positive y and ``c`` with positive z; ``rotation`` is the proper rotation matrix that
     carries a Cartesian row vector of the input frame into that frame (``r_new = r @ rotation``).
-    The lattice vectors' signs follow Setyawan & Curtarolo (2010): reciprocal angles all acute or
-    all obtuse. The signs label the cell only; the orientation does not depend on them.
+    The lattice vectors' signs then follow Setyawan & Curtarolo (2010) as pymatgen implements them:
+    reciprocal angles all acute or all obtuse, obtained by flipping two of the vectors where needed.
+    The flip relabels the cell only (a flipped vector points along -x, say); the orientation of the
+    crystal is the one fixed before it.
 
     Examples
     --------

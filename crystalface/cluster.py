@@ -55,7 +55,10 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
         # nearest image of every atom to the origin (corners of the unit cell)
         corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ cell
         dist = np.linalg.norm(positions[:, None, :] - corners[None], axis=-1).min(axis=1)
-        center = int(np.lexsort((np.arange(len(dist)), np.round(dist, 6)))[0])
+        # ties (atoms equally near a corner) are broken by position, not by index, so that the
+        # result does not depend on the order of the atoms
+        key = np.round(np.column_stack([dist, positions]), 6)
+        center = int(np.lexsort(key.T[::-1])[0])
     elif not 0 <= center < len(atoms):
         raise ValueError(f"center must be an atom index below {len(atoms)}, got {center}")
     origin = positions[center]
@@ -83,4 +86,6 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
         raise StructureError("cannot cut a cluster: all atoms are at the same distance")
     k = int(gaps[np.argmin(np.abs(gaps - n_atoms))])
     keep = order[:k]
-    return Atoms(numbers=numbers[keep], positions=all_pos[keep], pbc=False)
+    out = Atoms(numbers=numbers[keep], positions=all_pos[keep], pbc=False)
+    out.info.update(atoms.info)
+    return out

@@ -40,8 +40,8 @@ def displace(atoms: Atoms, sigma: float, seed: int | np.random.Generator | None 
     >>> len(moved)
     4
     """
-    if not sigma >= 0.0:
-        raise ValueError(f"sigma must be non-negative, got {sigma}")
+    if not (np.isfinite(sigma) and sigma >= 0.0):
+        raise ValueError(f"sigma must be a finite non-negative number of Å, got {sigma}")
     rng = np.random.default_rng(seed)
     out = atoms.copy()
     out.positions = atoms.positions + rng.normal(0.0, sigma, size=atoms.positions.shape)

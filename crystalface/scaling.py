@@ -32,8 +32,10 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "mean") -> float:
     d, _ = cKDTree(atoms.positions).query(atoms.positions, k=2)
     d = d[:, 1]
     value = float(np.mean(d) if method == "mean" else np.median(d))
-    if not value > 1e-6:
-        raise StructureError("atoms overlap: the nearest-neighbour distance is zero")
+    typical = float(np.median(d))
+    if not typical > 1e-6 or d.min() < 1e-3 * typical:
+        i = int(np.argmin(d))
+        raise StructureError(f"atoms overlap: atom {i} is {d[i]:.2g} Å from another atom (typical spacing {typical:.3g} Å)")
     return value
 
 

@@ -40,29 +40,6 @@ CONVENTIONAL_ANGLES = {"hex/rh (hR)": (90, 90, 120)}
 
 CELL_CHOICES = ["primitive", "conventional", "supercell 2x3x4", "conventional 2x3x4"]
 
-BUG_DIAMOND_PRIMITIVE = (
-    "cell.primitive_lattice: in a 2-atom cell with no true translation among the atom differences "
-    "(diamond primitive cell) the one candidate maps 1 of 2 atoms, score 0.5 >= max(0.5, 0.8 * best) "
-    "is accepted, and a lattice of 1/4 the volume is returned"
-)
-BUG_FRACTIONAL_METRIC = (
-    "cell.py measures distances in the fractional metric of the (Minkowski-reduced) cell: "
-    "_PeriodicSearch.nearest searches tol / (smallest singular value of the cell) in fractional space and "
-    "never re-checks the Cartesian distance against tol, and _typical_distance takes the nearest neighbour "
-    "in fractional space (3.76 A instead of 2.52 A for the alpha-As hexagonal cell, 5.21 A instead of "
-    "3.20 A for hcp orthohexagonal 2x3x4); in elongated cells non-translations are accepted and the "
-    "lattice has half the primitive volume"
-)
-
-#: (label, cell choice) -> reason, for the cases the current cell.py gets wrong (see the report).
-KNOWN_WRONG_LATTICE = {
-    ("diam", "primitive"): BUG_DIAMOND_PRIMITIVE,
-    ("hex/rh", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
-    ("hex/rh (hR)", "conventional"): BUG_FRACTIONAL_METRIC,
-    ("hex/rh (hR)", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
-}
-
-
 def conventional(label: str, atoms: Atoms) -> Atoms:
     out = make_supercell(atoms, np.array(CONVENTIONAL[label]))
     assert np.allclose(out.cell.cellpar()[3:], CONVENTIONAL_ANGLES.get(label, (90, 90, 90)), atol=1e-6)
@@ -81,13 +58,8 @@ def cell_choice(label: str, atoms: Atoms, choice: str) -> Atoms:
     raise AssertionError(choice)
 
 
-def _cases(choices, known):
-    return [
-        pytest.param(label, choice, id=f"{label}-{choice}",
-                     marks=[pytest.mark.xfail(reason=known[label, choice], strict=True)] if (label, choice) in known else [])
-        for label in LABELS
-        for choice in choices
-    ]
+def _cases(choices):
+    return [pytest.param(label, choice, id=f"{label}-{choice}") for label in LABELS for choice in choices]
 
 
 def pipeline(atoms: Atoms, n_atoms: int = 256) -> np.ndarray:
@@ -164,7 +136,7 @@ def test_no_symmetry_finder_is_called(monkeypatch, prototypes):
 # --- primitive lattice ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES, KNOWN_WRONG_LATTICE))
+@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES))
 @pytest.mark.parametrize("rotation_seed", [None, 11])
 def test_primitive_lattice_has_the_primitive_volume(prototypes, label, choice, rotation_seed):
     primitive = prototypes[label]
@@ -206,16 +178,20 @@ def test_vacancies_and_noise_keep_the_fcc_lattice_and_every_atom(prototypes, rot
 
 
 def _assert_standard_orientation(cell: np.ndarray):
+    # the Niggli a lies along x and b in the xy plane; the Setyawan-Curtarolo sign choice may then
+    # flip two of the vectors (a along -x, say), which relabels the cell without rotating it
     a, b, c = cell
-    assert a[0] > 0 and abs(a[1]) < 1e-9 and abs(a[2]) < 1e-9, f"a = {a} is not along +x"
+    assert abs(a[0]) > 0 and abs(a[1]) < 1e-9 and abs(a[2]) < 1e-9, f"a = {a} is not along x"
     assert abs(b[2]) < 1e-9, f"b = {b} is not in the xy plane"
-    assert c[2] > 0, f"c = {c} has c_z <= 0"
+    assert abs(c[2]) > 1e-6, f"c = {c} lies in the xy plane"
+    rec = np.linalg.inv(cell).T
+    cos = [rec[i] @ rec[j] / np.linalg.norm(rec[i]) / np.linalg.norm(rec[j]) for i, j in ((1, 2), (0, 2), (0, 1))]
+    assert all(x >= -1e-9 for x in cos) or all(x < 1e-9 for x in cos), "reciprocal angles are mixed"
 
 
 @pytest.mark.parametrize(
     "label",
-    [pytest.param(label, marks=[pytest.mark.xfail(reason=BUG_DIAMOND_PRIMITIVE, strict=True)] if label == "diam" else [])
-     for label in LABELS],
+    LABELS,
 )
 def test_standard_cell_orientation(prototypes, label):
     atoms = rotated(prototypes[label], 2)
@@ -232,11 +208,6 @@ def test_standard_cell_orientation(prototypes, label):
     assert np.all(cos >= -1e-9) or np.all(cos <= 1e-9)
 
 
-@pytest.mark.xfail(
-    reason="cell.standard_orientation flips the signs of two lattice vectors after orienting the frame, so "
-    "for ~13 % of lattices the returned cell has a along -x, b_y < 0 or c_z < 0, against its docstring",
-    strict=True,
-)
 def test_standard_cell_orientation_of_random_triclinic_lattices():
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -282,17 +253,9 @@ def test_non_periodic_structure_is_rejected(atoms):
 
 # --- cell-choice invariance of the whole pipeline ---------------------------------------------------
 
-KNOWN_WRONG_FINGERPRINT = {
-    ("diam", "conventional"): BUG_DIAMOND_PRIMITIVE,
-    ("diam", "supercell 2x3x4"): BUG_DIAMOND_PRIMITIVE,
-    ("diam", "conventional 2x3x4"): BUG_DIAMOND_PRIMITIVE,
-    ("hex/rh", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
-    ("hex/rh (hR)", "conventional"): BUG_FRACTIONAL_METRIC,
-    ("hex/rh (hR)", "conventional 2x3x4"): BUG_FRACTIONAL_METRIC,
-}
 
 
-@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES, KNOWN_WRONG_FINGERPRINT))
+@pytest.mark.parametrize("label, choice", _cases(CELL_CHOICES))
 def test_fingerprint_does_not_depend_on_the_cell_choice(prototypes, label, choice):
     """Primitive cell (rotated once) vs another cell of the same crystal, rotated differently."""
     reference = pipeline(rotated(prototypes[label], 100))

@@ -103,12 +103,6 @@ def test_same_atoms_for_primitive_and_supercell_input(prototypes, label):
     assert np.allclose(_as_set(a), _as_set(b), atol=2e-5)
 
 
-@pytest.mark.xfail(
-    reason="cluster.cluster: the default centre breaks ties between atoms equally near a cell corner by "
-    "atom index, so it depends on the atom order (diamond: the two atoms at +-(1/8,1/8,1/8)a are tied); "
-    "for diamond the two balls are inversion images, so the fingerprint is the same, but not in general",
-    strict=True,
-)
 def test_default_centre_does_not_depend_on_the_atom_order(prototypes):
     atoms = prototypes["diam"]
     swapped = atoms[[1, 0]]
@@ -121,11 +115,6 @@ def test_default_centre_does_not_depend_on_the_atom_order_without_ties(prototype
     assert np.allclose(_as_set(cluster(atoms, 128)), _as_set(cluster(shuffled, 128)), atol=2e-5)
 
 
-@pytest.mark.xfail(
-    reason="cluster.cluster returns a new Atoms without info, so info['source'] / info['index'] that "
-    "standard_cell carries through (and io.read_structures sets) are lost at step 3",
-    strict=True,
-)
 def test_cluster_keeps_where_the_structure_came_from(prototypes):
     atoms = prototypes["fcc"]
     atoms.info.update(source="fcc.in", index=0)

@@ -215,8 +215,8 @@ def test_generate_structures_quota_remainder():
 
 @pytest.mark.parametrize(("size", "seed"), [(0, 0), (-3, 0), (2.5, 0), (7, -1), (7, 1.5)])
 def test_generate_structures_validates(size, seed):
-    with pytest.raises(ValueError):
-        next(generate_structures(size=size, seed=seed))
+    with pytest.raises(ValueError, match="size" if seed == 0 else "seed"):
+        generate_structures(size=size, seed=seed)
 
 
 def test_make_and_load_dataset(tmp_path):

@@ -1,0 +1,218 @@
+"""Speed of the DF-2D kernels: the reference direct sum against the batched production kernel.
+
+Both kernels run on the ~256-atom clusters of the seven class prototypes (standard_cell -> cluster ->
+scale). The production kernel gets them as one batched call over ``--copies`` copies of each
+(7 x 16 = 112 structures by default, ``--batch-size`` 64); the reference kernel computes one of each.
+The agreement of the two (max |difference|, Pearson correlation) is measured on the same clusters.
+
+    python benchmarks/fingerprint_speed.py --repeats 3 --output benchmarks/fingerprint_speed
+
+writes ``<output>.json`` (every number, the parameters and the machine) and ``<output>.md`` (a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import ase  # noqa: E402
+import ase.io  # noqa: E402
+import torch  # noqa: E402
+
+import crystalface  # noqa: E402
+from crystalface import DF2D, cluster, fingerprint, fingerprint_reference, scale, standard_cell  # noqa: E402
+
+#: One prototype per class (AFLOW prototype library, as in /work/shared/data/prototypes).
+PROTOTYPES = {
+    "bcc": "bcc_W_A_cI2_229_a.in",
+    "bct139": "bctIn_In_A_tI2_139_a.in",
+    "bct141": "bctBetaSn_Sn_A_tI4_141_a.in",
+    "diam": "diam_C_A_cF8_227_a.in",
+    "fcc": "fcc_Cu_A_cF4_225_a.in",
+    "hex/rh": "hcp_Mg_A_hP2_194_c.in",
+    "sc": "sc_alphaPo_A_cP1_221_a.in",
+}
+
+
+def load_clusters(data: Path, n_atoms: int) -> dict:
+    clusters = {}
+    for label, name in PROTOTYPES.items():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
+            atoms = ase.io.read(data / name, format="aims")
+        clusters[label] = scale(cluster(standard_cell(atoms), n_atoms=n_atoms))
+    return clusters
+
+
+def timed(function, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls, after one untimed warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "ase": ase.__version__,
+        "crystalface": crystalface.__version__,
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(args) -> dict:
+    params = DF2D()
+    clusters = load_clusters(Path(args.data), args.n_atoms)
+    structures = [atoms for atoms in clusters.values() for _ in range(args.copies)]
+
+    production_times = timed(lambda: fingerprint(structures, params, batch_size=args.batch_size), args.repeats)
+    reference_times = timed(lambda: [fingerprint_reference(atoms, params) for atoms in clusters.values()],
+                            args.repeats)
+
+    fast = fingerprint(list(clusters.values()), params, batch_size=args.batch_size)
+    agreement = {}
+    for image, (label, atoms) in zip(fast, clusters.items()):
+        exact = fingerprint_reference(atoms, params)
+        agreement[label] = {
+            "n_atoms": len(atoms),
+            "max_abs_diff": float(np.abs(image - exact).max()),
+            "pearson": float(np.corrcoef(image.ravel(), exact.ravel())[0, 1]),
+        }
+
+    n_fast, n_ref = len(structures), len(clusters)
+    fast_rate = n_fast / min(production_times)
+    ref_rate = n_ref / min(reference_times)
+    return {
+        "benchmark": "fingerprint_speed",
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "working_directory": os.getcwd(),
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "parameters": {
+            "df2d": params.to_dict(),
+            "n_atoms_target": args.n_atoms,
+            "copies_per_class": args.copies,
+            "batch_size": args.batch_size,
+            "repeats": args.repeats,
+            "timing": "best of the repeats after one warm-up call; structures/s = structures / seconds",
+        },
+        "production": {
+            "structures_per_call": n_fast,
+            "seconds": production_times,
+            "structures_per_second": fast_rate,
+            "ms_per_structure": 1e3 / fast_rate,
+        },
+        "reference": {
+            "structures_per_call": n_ref,
+            "seconds": reference_times,
+            "structures_per_second": ref_rate,
+            "ms_per_structure": 1e3 / ref_rate,
+        },
+        "speedup": fast_rate / ref_rate,
+        "agreement": agreement,
+        "agreement_worst": {
+            "max_abs_diff": max(a["max_abs_diff"] for a in agreement.values()),
+            "pearson": min(a["pearson"] for a in agreement.values()),
+            "acceptance": "max_abs_diff <= 0.02 and pearson >= 0.999",
+        },
+    }
+
+
+def markdown(result: dict) -> str:
+    m, p, f, r = result["machine"], result["parameters"], result["production"], result["reference"]
+    worst = result["agreement_worst"]
+    ok = worst["max_abs_diff"] <= 0.02 and worst["pearson"] >= 0.999
+    sizes = ", ".join(f"{label} {a['n_atoms']}" for label, a in result["agreement"].items())
+    lines = [
+        "# DF-2D kernel speed",
+        "",
+        f"`{result['command']}` — {result['date_utc']}, commit `{result['git_commit'] or 'unknown'}`",
+        "",
+        f"Machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs ({m['cpu_affinity']} usable), "
+        f"torch {m['torch']} with {m['torch_threads']} threads, numpy {m['numpy']}.",
+        "",
+        f"Clusters: the 7 class prototypes, standard_cell -> cluster({p['n_atoms_target']}) -> scale "
+        f"({sizes} atoms); "
+        f"{p['df2d']['n_pixels']}x{p['df2d']['n_pixels']} pixels, 3 channels x 2 rotations. "
+        f"Best of {p['repeats']} runs after a warm-up.",
+        "",
+        "| kernel | structures per call | structures/s | ms/structure |",
+        "|---|---:|---:|---:|",
+        f"| reference (`fingerprint_reference`, float64 direct sum, one by one) | {r['structures_per_call']} | "
+        f"{r['structures_per_second']:.2f} | {r['ms_per_structure']:.1f} |",
+        f"| production (`fingerprint`, batch_size={p['batch_size']}) | {f['structures_per_call']} | "
+        f"{f['structures_per_second']:.2f} | {f['ms_per_structure']:.1f} |",
+        "",
+        f"**Speed-up: {result['speedup']:.1f}x.**",
+        "",
+        "Agreement of production with reference (acceptance: max |diff| <= 0.02, Pearson >= 0.999): "
+        + ("**met**" if ok else "**NOT met**"),
+        "",
+        "| class | atoms | max abs diff | Pearson |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, a in result["agreement"].items():
+        lines.append(f"| {label} | {a['n_atoms']} | {a['max_abs_diff']:.4f} | {a['pearson']:.6f} |")
+    lines += ["", f"Worst: max abs diff {worst['max_abs_diff']:.4f}, Pearson {worst['pearson']:.6f}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per kernel (best is reported)")
+    parser.add_argument("--copies", type=int, default=16, help="copies of each class cluster in the production batch")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-atoms", type=int, default=256, help="target cluster size")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "prototypes"),
+                        help="folder of the AFLOW prototype geometry.in files")
+    parser.add_argument("--output", default="benchmarks/fingerprint_speed", help="writes <output>.json and <output>.md")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.copies < 1 or args.batch_size < 1:
+        parser.error("--repeats, --copies and --batch-size must be at least 1")
+    if not Path(args.data).is_dir():
+        parser.error(f"prototype folder not found: {args.data}")
+
+    result = run(args)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(f"{output}.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Tests of crystalface.scaling: positions in units of the nearest-neighbour distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from conftest import LABELS
+from crystalface import StructureError, cluster, scale, standard_cell, vacancies
+from crystalface.scaling import nearest_neighbour_distance
+
+#: Lattice constant of the fcc prototype (Cu, AFLOW A_cF4_225_a, params=3.61491), Å.
+A_FCC = 3.61491
+
+
+@pytest.fixture
+def fcc_cluster(prototypes) -> Atoms:
+    return cluster(standard_cell(prototypes["fcc"]), n_atoms=256)
+
+
+def test_mean_nearest_neighbour_distance_of_fcc_is_a_over_sqrt2(fcc_cluster):
+    # every atom of a whole-shell fcc ball, surface included, has a neighbour at a / sqrt(2)
+    assert nearest_neighbour_distance(fcc_cluster) == pytest.approx(A_FCC / np.sqrt(2), rel=1e-9)
+    assert scale(fcc_cluster).info["nn_distance"] == pytest.approx(A_FCC / np.sqrt(2), rel=1e-9)
+
+
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("method", ["mean", "median"])
+def test_scaled_nearest_neighbour_distance_is_one(prototypes, label, method):
+    atoms = cluster(standard_cell(prototypes[label]), n_atoms=256)
+    scaled = scale(atoms, method=method)
+    assert nearest_neighbour_distance(scaled, method=method) == pytest.approx(1.0, rel=1e-9)
+    assert np.allclose(scaled.positions * scaled.info["nn_distance"], atoms.positions)
+    assert np.array_equal(scaled.numbers, atoms.numbers)
+
+
+def test_median_ignores_atoms_that_lost_their_first_shell(fcc_cluster):
+    sparse = vacancies(fcc_cluster, fraction=0.8, seed=3)
+    nn = A_FCC / np.sqrt(2)
+    mean = nearest_neighbour_distance(sparse, "mean")
+    median = nearest_neighbour_distance(sparse, "median")
+    assert median == pytest.approx(nn, rel=1e-9)
+    assert mean > nn * 1.01  # isolated atoms pull the mean up
+    assert scale(sparse, method="median").info["nn_distance"] == pytest.approx(median)
+    assert scale(sparse).info["nn_distance"] == pytest.approx(mean)
+
+
+def test_scale_keeps_info_and_does_not_modify_its_input(fcc_cluster):
+    fcc_cluster.info["source"] = "fcc.in"
+    before = fcc_cluster.positions.copy()
+    scaled = scale(fcc_cluster)
+    assert np.array_equal(fcc_cluster.positions, before)
+    assert "nn_distance" not in fcc_cluster.info
+    assert scaled.info["source"] == "fcc.in"
+    assert not scaled.pbc.any()
+
+
+def test_unknown_method_is_rejected(fcc_cluster):
+    with pytest.raises(ValueError, match="method"):
+        scale(fcc_cluster, method="max")
+
+
+def test_all_atoms_overlapping_is_rejected(fcc_cluster):
+    doubled = fcc_cluster + fcc_cluster  # every atom sits on another one
+    with pytest.raises(StructureError, match="overlap"):
+        scale(doubled)
+    with pytest.raises(StructureError, match="overlap"):
+        scale(doubled, method="median")
+
+
+def test_one_pair_of_overlapping_atoms_is_rejected(fcc_cluster):
+    duplicated = fcc_cluster + fcc_cluster[[5]]
+    with pytest.raises(StructureError, match="overlap"):
+        scale(duplicated)
+
+
+def test_fewer_than_two_atoms_is_rejected():
+    with pytest.raises(StructureError, match="two atoms"):
+        scale(Atoms("Cu", positions=[[0, 0, 0]]))
