@@ -106,7 +106,7 @@ def cmd_dataset(args) -> int:
 
     try:
         path = make_dataset(args.output, size=args.size, seed=args.seed, overwrite=args.overwrite)
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         print(f"crystalface: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.size} structures to {path} (list them with: ase db {path})")
@@ -182,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="classify real crystals, pristine and defective, and print the table")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("benchmark", help="reproduce the paper's benchmarks").add_subparsers(dest="benchmark", required=True)
+    experiment = sub.add_parser("experiment", help="reproduce the paper's experiments").add_subparsers(dest="experiment", required=True)
+    from .evaluation import register_benchmarks, register_experiments
+
+    register_benchmarks(bench)
+    register_experiments(experiment)
     return parser
 
 

@@ -8,6 +8,8 @@ with a random element, a random nearest-neighbour distance, a random cell choice
 orientation, and label every one of them with spglib exactly as the paper did. A draw that spglib
 puts in another of the seven classes (a tI2 lattice at c/a = 1 is bcc) takes that label; a draw that
 falls outside the eight groups, or on which the tolerances disagree, is dropped and drawn again.
+Beyond the paper, a draw is also dropped when it lies within the fingerprint's resolution of another
+class (:data:`AMBIGUITY`): its paper label is right, but no classifier can tell it from that class.
 
 The set is stored as an ASE database (SQLite), one row per structure with its label and the
 parameters that made it, so ``ase db dataset.db label=fcc`` or ``ase db dataset.db prototype=hcp``
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 from .cell import check_periodic
 from .classes import CLASSES, SPACE_GROUP_CLASS
 
-__all__ = ["PROTOTYPES", "Prototype", "generate_structures", "label_structure", "load_dataset", "make_dataset"]
+__all__ = ["PROTOTYPES", "Prototype", "generate_structures", "is_unambiguous", "label_structure", "load_dataset", "make_dataset"]
 
 #: spglib tolerances (Å) a label must survive (paper, Methods).
 SYMPRECS: tuple[float, ...] = (1e-3, 1e-6, 1e-9)
@@ -248,6 +250,24 @@ def label_structure(atoms: Atoms) -> tuple[int | None, str | None]:
 _IMAGES = np.array(list(product(range(-2, 3), repeat=3)), dtype=float)
 
 
+#: A structure is dropped when spglib at this fraction of the nearest-neighbour distance puts it in
+#: another class: such structures (a tI2 with c/a within ~1.7 % of 1, an hR1 within ~0.7 degrees of
+#: 90) are that other class within what the fingerprint can resolve, and their paper label would be
+#: a coin flip for any classifier (measured: a model trained with them got exactly these wrong).
+AMBIGUITY = 0.025
+
+
+def is_unambiguous(atoms: Atoms, label: str, nn_distance: float) -> bool:
+    """True unless ``atoms`` falls into a class other than ``label`` at symprec = AMBIGUITY x ``nn_distance``.
+
+    >>> from ase.build import bulk
+    >>> is_unambiguous(bulk("Cu", "fcc", a=3.6), "fcc", 2.55)
+    True
+    """
+    cell = (np.asarray(atoms.cell[:], dtype=float), atoms.get_scaled_positions(), atoms.numbers)
+    return SPACE_GROUP_CLASS.get(_space_group(cell, AMBIGUITY * nn_distance)) == label
+
+
 def _nearest_neighbour_distance(atoms: Atoms) -> float:
     # ase.neighborlist builds bins for a general cutoff and was 70 % of the generator's time on these
     # few-atom cells; a brute-force search over a reduced cell is exact and ~100x faster.
@@ -282,6 +302,8 @@ def _draw(cls: str, seed: int, index: int) -> tuple[Atoms, dict]:
     atoms.set_cell(scale * atoms.cell[:] @ rotation.T, scale_atoms=True)
 
     number, label = label_structure(atoms)
+    if label is not None and not is_unambiguous(atoms, label, nn_distance):
+        number, label = None, None
     info = {
         "label": label,
         "spacegroup": number,
@@ -382,8 +404,10 @@ def _description() -> dict:
         "description": (
             "pristine structures drawn from the prototypes of each class over their free parameters, "
             "random element, nearest-neighbour distance, cell choice and rotation; labelled by spglib "
-            "at symprec 1e-3, 1e-6, 1e-9 Å (1e-3, 1e-6 for 166 and 194), relabelled to the spglib class"
+            "at symprec 1e-3, 1e-6, 1e-9 Å (1e-3, 1e-6 for 166 and 194), relabelled to the spglib class; "
+            f"dropped when spglib at {AMBIGUITY} x the nearest-neighbour distance gives another class"
         ),
+        "ambiguity": AMBIGUITY,
         "classes": list(CLASSES),
         "symprecs": list(SYMPRECS),
         "nn_distance_range": list(NN_DISTANCE_RANGE),

@@ -1,0 +1,109 @@
+"""Tests of crystalface.classify with the shipped model: the acceptance cases of the first release."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import write
+
+from crystalface import Prediction, StructureError, classify, displace, load_model, read_structures, vacancies
+from crystalface.examples import REAL_CRYSTALS, random_rotation, supercell_near
+
+CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def _defective(atoms: Atoms, defect: str, seed: int) -> Atoms:
+    if defect == "vacancies 25 %":
+        return vacancies(atoms, 0.25, seed=seed)
+    if defect == "sigma 0.04 A":
+        return displace(atoms, 0.04, seed=seed)
+    return atoms
+
+
+def test_real_supercells_written_to_extxyz_are_classified_right(model, tmp_path):
+    """Randomly rotated ~256-atom periodic supercells of real crystals, pristine and defective, via extended XYZ."""
+    expected = []
+    frames = []
+    for i, crystal in enumerate(REAL_CRYSTALS):
+        base = random_rotation(supercell_near(crystal.conventional(), 256), seed=10 + i)
+        for j, defect in enumerate(("pristine", "vacancies 25 %", "sigma 0.04 A")):
+            frames.append(_defective(base, defect, seed=100 * i + j))
+            expected.append((crystal.name, defect, crystal.label))
+    path = tmp_path / "real.extxyz"
+    write(path, frames, format="extxyz")
+    entries = list(read_structures(path))
+    assert len(entries) == len(frames) and all(e.error is None for e in entries)
+    predictions = classify([e.atoms for e in entries], model=model)
+    wrong = [(name, defect, label, p.label, round(p.probability, 3))
+             for (name, defect, label), p in zip(expected, predictions) if p.label != label]
+    assert not wrong, wrong
+    assert all(p.source == str(path) for p in predictions)
+    assert [p.index for p in predictions] == list(range(len(frames)))
+
+
+@pytest.mark.parametrize("name", [c.name for c in REAL_CRYSTALS])
+@pytest.mark.parametrize("defect", ["pristine", "vacancies 25 %"])
+def test_the_cell_choice_does_not_change_the_class(model, name, defect):
+    crystal = CRYSTALS[name]
+    choices = {
+        "primitive": crystal.primitive(),
+        "conventional": crystal.conventional(),
+        "supercell 2x3x4": crystal.conventional().repeat((2, 3, 4)),
+    }
+    structures = [random_rotation(_defective(a, defect, seed=k), seed=k) for k, a in enumerate(choices.values())]
+    if defect != "pristine":
+        # vacancies need room: a 25 % vacant primitive cell of one atom is not a crystal
+        structures = [random_rotation(_defective(supercell_near(a, 256), defect, seed=k), seed=k)
+                      for k, a in enumerate(choices.values())]
+    labels = [p.label for p in classify(structures, model=model)]
+    assert labels == [crystal.label] * 3, dict(zip(choices, labels))
+
+
+def test_single_structure_gives_a_prediction_with_every_class(model):
+    p = classify(CRYSTALS["Cu"].primitive(), model=model)
+    assert isinstance(p, Prediction)
+    assert p.label == "fcc"
+    assert list(p.probabilities) == list(model.classes)
+    assert np.isclose(sum(p.probabilities.values()), 1.0, atol=1e-5)
+    record = p.to_dict()
+    assert set(record) == {"source", "index", "label", "probabilities"}
+
+
+def test_a_failing_structure_does_not_stop_the_batch(model):
+    molecule = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    good = CRYSTALS["Fe"].primitive()
+    with pytest.warns(UserWarning, match="1 of 3"):
+        results = classify([good, molecule, good], model=model)
+    assert [r.label for r in results] == ["bcc", None, "bcc"]
+    assert "lattice vectors" in results[1].error
+    assert set(results[1].to_dict()) == {"source", "index", "error"}
+
+
+def test_a_single_failing_structure_raises_a_one_line_error(model):
+    with pytest.raises(StructureError, match="lattice vectors"):
+        classify(Atoms("Cu", positions=[[0, 0, 0]]), model=model)
+
+
+def test_classify_does_not_modify_the_input(model):
+    atoms = random_rotation(CRYSTALS["beta-Sn"].conventional(), seed=3)
+    before = (atoms.positions.copy(), atoms.cell[:].copy(), dict(atoms.info))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classify([atoms], model=model)
+    assert np.array_equal(atoms.positions, before[0]) and np.array_equal(atoms.cell[:], before[1])
+    assert atoms.info == before[2]
+
+
+def test_same_input_gives_identical_output(model):
+    atoms = random_rotation(supercell_near(CRYSTALS["Mg"].conventional()), seed=5)
+    a = classify(atoms, model=model).probabilities
+    b = classify(atoms, model=model).probabilities
+    assert a == b

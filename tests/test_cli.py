@@ -1,0 +1,93 @@
+"""Tests of the command line: output formats, exit status, and the commands a newcomer runs first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ase.io import write
+
+from crystalface.cli import main
+from crystalface.examples import REAL_CRYSTALS, random_rotation
+
+CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
+
+
+@pytest.fixture
+def files(tmp_path):
+    frames = [random_rotation(CRYSTALS[n].conventional(), seed=i) for i, n in enumerate(("Cu", "Fe", "Si"))]
+    xyz = tmp_path / "three.extxyz"
+    write(xyz, frames, format="extxyz")
+    cif = tmp_path / "Sn.cif"
+    write(cif, CRYSTALS["beta-Sn"].conventional())
+    broken = tmp_path / "broken.cif"
+    broken.write_text("data_x\n_cell_length_a 3.6\n_atom_site_fract_x\n")
+    molecule = tmp_path / "molecule.xyz"
+    molecule.write_text("2\n\nH 0 0 0\nH 0 0 0.74\n")
+    return {"xyz": xyz, "cif": cif, "broken": broken, "molecule": molecule}
+
+
+def test_classify_json_lines(files, capsys):
+    assert main(["classify", "--json", "--workers", "1", str(files["xyz"]), str(files["cif"])]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["source"], r["index"], r["label"]) for r in lines] == [
+        (str(files["xyz"]), 0, "fcc"), (str(files["xyz"]), 1, "bcc"), (str(files["xyz"]), 2, "diam"),
+        (str(files["cif"]), 0, "bct141"),
+    ]
+    assert all(set(r) == {"source", "index", "label", "probabilities"} for r in lines)
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
+
+
+def test_classify_goes_on_after_failures_and_exits_1(files, capsys):
+    code = main(["classify", "--json", "--workers", "1", str(files["broken"]), str(files["molecule"]), str(files["cif"])])
+    assert code == 1
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [set(r) for r in lines[:2]] == [{"source", "index", "error"}] * 2
+    assert "lattice vectors" in lines[1]["error"]
+    assert lines[2]["label"] == "bct141"
+    assert "2 of 3 structures could not be classified" in err
+    assert all("\n" not in r["error"] for r in lines[:2])
+
+
+def test_classify_table(files, capsys):
+    assert main(["classify", "--workers", "1", str(files["cif"])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["source", "frame", "class", "probability"]
+    assert "bct141" in out[1]
+
+
+def test_usage_errors_exit_2(files, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["classify"])
+    assert exc.value.code == 2
+    assert main(["classify", "--model", str(files["cif"]) + ".nothing", str(files["cif"])]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_fingerprint_writes_a_picture(files, tmp_path, capsys):
+    out = tmp_path / "fp.png"
+    npy = tmp_path / "fp.npy"
+    assert main(["fingerprint", str(files["xyz"]), "--index", "2", "-o", str(out), "--npy", str(npy)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import numpy as np
+
+    assert np.load(npy).shape == (3, 64, 64)
+    assert main(["fingerprint", str(files["molecule"]), "-o", str(out)]) == 1
+    assert "lattice vectors" in capsys.readouterr().err
+
+
+def test_dataset_and_train_commands(tmp_path, capsys):
+    db = tmp_path / "d.db"
+    assert main(["dataset", "--size", "14", "--seed", "2", "-o", str(db)]) == 0
+    assert main(["dataset", "--size", "14", "-o", str(db)]) == 2  # refuses to overwrite
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--dataset", str(db), "-o", str(model), "--max-epochs", "1", "--workers", "1"]) == 0
+    assert model.is_file() and model.with_suffix(".json").is_file()
+    assert main(["train", "--dataset", str(tmp_path / "none.db")]) == 2
+
+
+def test_demo_classifies_every_real_crystal(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "24 of 24 right" in out

@@ -1,0 +1,72 @@
+"""Tests of crystalface.model: the shipped model, its card, and safe loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from crystalface import DF2D, Descriptor, ModelError, load_model
+from crystalface.classes import CLASSES
+from crystalface.model import _default_path
+
+
+def test_the_shipped_model_and_its_card():
+    model = load_model()
+    card = model.card
+    assert model.classes == CLASSES
+    assert model.descriptor == Descriptor()
+    assert card["validation_accuracy"] == 1.0
+    assert card["trained_on"] == "pristine structures only"
+    assert card["dataset"]["size"] > 0 and "seed" in card["dataset"]
+    assert card["crystalface_version"]
+    assert _default_path().stat().st_size < 4 * 2**20, "shipped weights must stay small"
+
+
+def test_weights_are_safetensors_without_code():
+    with safe_open(str(_default_path()), framework="pt") as f:
+        assert len(list(f.keys())) > 0
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    src = _default_path()
+    dst = tmp_path / "copy.safetensors"
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
+
+
+def test_a_tampered_weights_file_is_refused(model_copy):
+    data = bytearray(model_copy.read_bytes())
+    data[-10] ^= 0xFF
+    model_copy.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model(model_copy)
+
+
+def test_a_model_for_other_descriptor_parameters_is_refused(model_copy):
+    load_model(model_copy, descriptor=Descriptor())
+    with pytest.raises(ModelError, match="trained for descriptor"):
+        load_model(model_copy, descriptor=Descriptor(df2d=DF2D(wavelength=1e-11)))
+
+
+def test_missing_files_and_broken_cards_are_refused(model_copy, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nothing.safetensors")
+    model_copy.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelError, match="JSON"):
+        load_model(model_copy)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = load_model()
+    path = model.save(tmp_path / "again.safetensors")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["weights_sha256"] != model.card.get("unused")
+    again = load_model(path)
+    x = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    assert np.array_equal(model.predict_proba(x), again.predict_proba(x))

@@ -1,0 +1,146 @@
+"""The robustness benchmark's harness: levels, defects, scoring, baselines and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from crystalface.classes import CLASSES
+from crystalface.evaluation.robustness import (
+    Level,
+    baseline_space_group,
+    default_levels,
+    defect,
+    parse_levels,
+    run_robustness,
+    score,
+)
+from crystalface.examples import supercell_near
+from crystalface.model import Model, ModelError, load_model
+from crystalface.network import ConvNet
+from crystalface.pipeline import Descriptor
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    """The shipped model if there is one, else an untrained network with a valid card (harness only)."""
+    try:
+        return load_model()
+    except ModelError:
+        torch.manual_seed(0)
+        card = {"classes": list(CLASSES), "descriptor": Descriptor().to_dict(), "network": {},
+                "dataset": {"seed": 0}, "validation_accuracy": None, "trained_on": "nothing (test stub)"}
+        return Model(network=ConvNet(n_classes=len(CLASSES)).eval(), card=card)
+
+
+# --- levels -------------------------------------------------------------------------------------
+
+def test_parse_levels_units_order_and_keys():
+    levels = parse_levels(["0.01,0.1"], ["50%", "70"], ["30:0.08", (1, 0.001)])
+    assert [lv.key for lv in levels] == ["pristine", "sigma0.01", "sigma0.1", "vac50", "vac70", "vac30+sigma0.08", "vac1+sigma0.001"]
+    assert levels[3] == Level(vacancy=0.5)  # percent on the command line, fraction inside
+    assert levels[5] == Level(vacancy=0.3, sigma=0.08) and levels[5].kind == "combined"
+    assert [lv.kind for lv in levels[:4]] == ["pristine", "displacement", "displacement", "vacancies"]
+    assert parse_levels(["0.1", "0.1"], pristine=False) == [Level(sigma=0.1)]  # duplicates dropped
+
+
+@pytest.mark.parametrize("kwargs", [{"vacancies": ["100"]}, {"vacancies": ["0"]}, {"sigmas": ["-0.1"]},
+                                    {"sigmas": ["abc"]}, {"combined": ["30"]}, {"combined": ["30:0"]}])
+def test_parse_levels_rejects_bad_input(kwargs):
+    with pytest.raises(ValueError):
+        parse_levels(**kwargs)
+
+
+def test_default_levels_are_the_issues():
+    levels = default_levels()
+    assert len(levels) == 1 + 15 + 14 + 5
+    assert Level(sigma=0.3) in levels and Level(vacancy=0.8) in levels and Level(vacancy=0.3, sigma=0.08) in levels
+
+
+# --- defects ------------------------------------------------------------------------------------
+
+def test_defects_are_deterministic_per_structure_and_level():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(4)
+    level = Level(vacancy=0.3, sigma=0.05)
+    a, b = defect(atoms, level, seed=1000, index=3), defect(atoms, level, seed=1000, index=3)
+    assert len(a) == round(0.7 * len(atoms))
+    np.testing.assert_array_equal(a.positions, b.positions)
+    # another structure index, seed or level gives other defects
+    for other in (defect(atoms, level, 1000, 4), defect(atoms, level, 1001, 3), defect(atoms, Level(0.3, 0.06), 1000, 3)):
+        assert len(other) == len(a) and not np.allclose(other.positions, a.positions)
+    assert np.array_equal(defect(atoms, Level(), 1000, 3).positions, atoms.positions)
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+def test_score_on_hand_made_predictions():
+    true = ["fcc", "fcc", "fcc", "bcc", "bcc", "sc"]
+    pred = ["fcc", "bcc", None, "bcc", "bcc", "hexagonal?"]
+    s = score(true, pred, classes=("bcc", "fcc", "sc"))
+    assert s["n"] == 6 and s["correct"] == 3
+    assert s["accuracy"] == 50.0
+    assert s["per_class"]["fcc"] == {"n": 3, "accuracy": pytest.approx(33.333)}
+    assert s["per_class"]["bcc"]["accuracy"] == 100.0 and s["per_class"]["sc"]["accuracy"] == 0.0
+    assert s["confusion"]["predicted"] == ["bcc", "fcc", "sc", "other"]
+    assert s["confusion"]["matrix"] == [[2, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1]]
+    with pytest.raises(ValueError):
+        score(["fcc"], [])
+    with pytest.raises(ValueError):
+        score(["nonsense"], ["fcc"])
+
+
+# --- baselines ----------------------------------------------------------------------------------
+
+def test_spglib_tight_finds_pristine_fcc_but_not_with_vacancies():
+    cell = supercell_near(bulk("Cu", "fcc", a=3.6), 256)
+    assert baseline_space_group(cell, "spglib-tight") == 225
+    assert baseline_space_group(defect(cell, Level(vacancy=0.1), seed=0, index=0), "spglib-tight") != 225
+    with pytest.raises(ValueError):
+        baseline_space_group(cell, "findsym")
+
+
+def test_moyopy_and_loose_spglib_tolerate_small_noise_tight_does_not():
+    pytest.importorskip("moyopy")
+    noisy = defect(supercell_near(bulk("Fe", "bcc", a=2.87, cubic=True), 128), Level(sigma=0.005), seed=0, index=0)
+    assert baseline_space_group(noisy, "moyopy") == 229
+    assert baseline_space_group(noisy, "spglib-loose") == 229
+    assert baseline_space_group(noisy, "spglib-tight") != 229
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+def test_tiny_run_writes_every_output(tmp_path, model):
+    levels = parse_levels(["0.05"], ["30"], [])
+    results = run_robustness(levels, per_class=2, baseline_per_class=1, seed=1000,
+                             methods=["crystalface", "spglib-tight", "moyopy"], model=model,
+                             output=tmp_path, workers=1, progress=False, command="test")
+    for name in ("results.json", "results.md", "accuracy.png", "confusion_sigma0.05.png", "confusion_vac30.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert stored["command"] == "test" and stored["seed"] == 1000
+    assert stored["n_structures"] == 14 and stored["n_baseline_structures"] == 7
+    assert stored["test_set"]["class_counts"] == dict.fromkeys(CLASSES, 2)
+    assert sum(stored["test_set"]["cell_choices"].values()) == 14
+    assert [lv["key"] for lv in stored["levels"]] == ["pristine", "sigma0.05", "vac30"]
+    for lv in stored["levels"]:
+        cf = lv["methods"]["crystalface"]
+        assert cf["n"] == 14 and 0 <= cf["accuracy"] <= 100 and cf["ms_per_structure"] > 0
+        assert np.asarray(cf["confusion"]["matrix"]).sum() == 14
+        assert lv["methods"]["spglib-tight"]["n"] == 7 and lv["methods"]["moyopy"]["n"] == 7
+    # symmetry finders are exact on pristine cells and fail on 30 % vacancies
+    assert stored["levels"][0]["methods"]["spglib-tight"]["accuracy"] == 100.0
+    assert stored["levels"][0]["methods"]["moyopy"]["accuracy"] == 100.0
+    assert stored["levels"][2]["methods"]["spglib-tight"]["accuracy"] == 0.0
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| crystalface |" in markdown and "| *paper* |" in markdown and "`test`" in markdown
+
+
+def test_refuses_the_training_seed(model):
+    train_seed = model.card["dataset"]["seed"]
+    with pytest.raises(ValueError, match="training set"):
+        run_robustness(parse_levels(["0.1"]), per_class=1, baseline_per_class=0, seed=train_seed, model=model,
+                       output=None, workers=1, progress=False)

@@ -1,0 +1,55 @@
+"""Tests of crystalface.train: the split, the training loop, and the data set -> model command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crystalface import load_model
+from crystalface.dataset import make_dataset
+from crystalface.train import stratified_split, train, train_from_dataset
+
+
+def test_stratified_split_keeps_every_class_in_both_parts():
+    labels = np.repeat(np.arange(7), [10, 20, 30, 5, 8, 100, 3])
+    train_idx, val_idx = stratified_split(labels, 0.1, seed=1)
+    assert len(np.intersect1d(train_idx, val_idx)) == 0
+    assert len(train_idx) + len(val_idx) == len(labels)
+    for c in range(7):
+        n = (labels == c).sum()
+        assert (labels[val_idx] == c).sum() == max(1, round(0.1 * n))
+    again = stratified_split(labels, 0.1, seed=1)
+    assert np.array_equal(again[1], val_idx)
+    assert not np.array_equal(stratified_split(labels, 0.1, seed=2)[1], val_idx)
+
+
+def test_training_separates_two_easy_classes_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 3, 64, 64), dtype=np.float32) * 0.1
+    b = a.copy()
+    b[:, :, 20:40, 20:40] += 0.8  # a bright square: trivially separable
+    images = np.concatenate([a, b])
+    labels = ["fcc"] * 40 + ["bcc"] * 40
+    m1 = train(images, labels, seed=3, max_epochs=3, progress=False)
+    m2 = train(images, labels, seed=3, max_epochs=3, progress=False)
+    p1, p2 = m1.predict_proba(images), m2.predict_proba(images)
+    assert np.array_equal(p1, p2)
+    predicted = np.array(m1.classes)[p1.argmax(1)]
+    assert (predicted == np.array(labels)).mean() == 1.0
+    card = m1.card
+    assert card["training"]["n_validation"] == 8 and card["training"]["n_train"] == 72
+    assert 1 <= card["training"]["epochs_run"] <= 3
+    assert card["validation_accuracy"] == 1.0
+
+
+def test_unknown_labels_are_rejected():
+    with pytest.raises(ValueError, match="not among the classes"):
+        train(np.zeros((2, 3, 64, 64), np.float32), ["fcc", "hcp"], progress=False)
+
+
+def test_train_from_dataset_writes_a_loadable_model(tmp_path):
+    db = make_dataset(tmp_path / "tiny.db", size=21, seed=4, progress=False)
+    model = train_from_dataset(db, tmp_path / "tiny.safetensors", workers=1, max_epochs=1, progress=False)
+    again = load_model(tmp_path / "tiny.safetensors")
+    assert again.card["dataset"] == {"file": "tiny.db", "size": 21, "seed": 4, "counts": {c: 3 for c in again.classes}}
+    assert again.card["weights_sha256"] == model.card["weights_sha256"]
