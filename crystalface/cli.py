@@ -101,6 +101,36 @@ def cmd_fingerprint(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import numpy as np
+
+    from .cell import StructureError
+    from .explain import response_maps, save_response_maps
+    from .io import read_structures
+    from .model import load_model
+
+    model = load_model(args.model)
+    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
+    if entry is None or entry.error is not None:
+        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+        return 1
+    try:
+        maps = response_maps(model, entry.atoms, target=args.target, top_k=args.top_k)
+    except (StructureError, ValueError) as exc:
+        print(f"crystalface: {args.file} [{args.index}]: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    save_response_maps(maps, args.output, title=f"{Path(args.file).name} [{args.index}]")
+    print(f"{maps.label} ({maps.probabilities.max():.3f}); wrote {args.output}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"source": args.file, "index": args.index, **maps.to_dict()}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.npz:
+        np.savez_compressed(args.npz, fingerprint=maps.fingerprint, maps=maps.maps,
+                            **{f"{layer.name}_filter_maps": layer.filter_maps for layer in maps.layers})
+        print(f"wrote {args.npz}")
+    return 0
+
+
 def cmd_dataset(args) -> int:
     from .dataset import make_dataset
 
@@ -162,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npy", help="also save the (3, 64, 64) array to this .npy file")
     p.add_argument("--model", help="use this model's descriptor parameters")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("explain", help="attentive response maps: what each convolutional layer looks at in the fingerprint")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", default="maps.png", help="picture file (default maps.png)")
+    p.add_argument("--index", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--format", help="file format for ASE when it cannot guess")
+    p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
+    p.add_argument("--target", help="class whose logit ranks the filters (default: the predicted class)")
+    p.add_argument("--top-k", type=int, default=4, help="filters per layer kept individually (default 4)")
+    p.add_argument("--json", help="also write prediction, filter activations and relevances to this JSON file")
+    p.add_argument("--npz", help="also save the arrays (fingerprint, per-layer maps, top filters' maps) to this .npz file")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("dataset", help="generate the pristine prototype training set (ASE database)")
     p.add_argument("--size", type=int, default=7000, help="number of structures (default 7000)")

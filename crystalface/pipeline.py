@@ -34,7 +34,9 @@ class Descriptor:
     n_atoms : int
         Target size of the finite cluster (paper: 256).
     scaling : str
-        Nearest-neighbour distance estimator used for length scaling: "mean" (paper) or "median".
+        Nearest-neighbour distance estimator used for length scaling: "shell" (default: first peak
+        of the pair-distance distribution, unbiased under noise and vacancies), "mean" (the paper's
+        mean of each atom's shortest distance) or "median".
     df2d : DF2D
         Diffraction geometry and image parameters.
 
@@ -46,7 +48,7 @@ class Descriptor:
     """
 
     n_atoms: int = 256
-    scaling: str = "mean"
+    scaling: str = "shell"
     df2d: DF2D = field(default_factory=DF2D)
 
     def __post_init__(self):

@@ -10,13 +10,46 @@ from .cell import StructureError
 
 __all__ = ["nearest_neighbour_distance", "scale", "SCALINGS"]
 
-#: Estimators of the nearest-neighbour distance: the paper's mean, and the median (robust to
-#: atoms whose whole first shell is missing, as in heavily vacant clusters).
-SCALINGS = ("mean", "median")
+#: Estimators of the nearest-neighbour distance: the paper's mean of each atom's shortest distance,
+#: its median, and "shell", the position of the first peak of the pair-distance distribution.
+SCALINGS = ("mean", "median", "shell")
 
 
-def nearest_neighbour_distance(atoms: Atoms, method: str = "mean") -> float:
-    """Nearest-neighbour distance of a finite cluster in Å: ``method`` over atoms of each atom's shortest distance.
+def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float) -> float:
+    """Position (Å) of the first peak of the pair-distance distribution.
+
+    Every atom's shortest distance is biased by defects: Gaussian noise shortens the minimum over a
+    shell (by ~4 % for 0.1 Å on a 2.5 Å bond), and an atom whose whole first shell is vacant reports
+    its second shell. The pair-distance distribution is not: noise broadens its first peak
+    symmetrically and vacancies thin every shell alike. So: smooth the histogram of pair distances,
+    take its first peak that is at least 30 % as high as the highest one below 2 x ``rough``, and
+    return the mean of the pair distances within 8 % of it.
+    """
+    pairs = tree.query_pairs(2.0 * rough, output_type="ndarray")
+    r = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+    if len(r) == 0:
+        return rough
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import find_peaks
+
+    width = 0.005 * rough
+    hist, edges = np.histogram(r, bins=int(np.ceil(2.0 / 0.005)), range=(0.0, 2.0 * rough))
+    smooth = gaussian_filter1d(hist.astype(float), sigma=0.04 / 0.005, mode="constant")
+    peaks, _ = find_peaks(smooth, prominence=0.05 * smooth.max())
+    peaks = peaks[smooth[peaks] >= 0.3 * smooth.max()]
+    if len(peaks) == 0:
+        return rough
+    centre = edges[peaks[0]] + width / 2
+    window = r[np.abs(r - centre) <= 0.08 * centre]
+    return float(window.mean()) if len(window) else float(centre)
+
+
+def nearest_neighbour_distance(atoms: Atoms, method: str = "shell") -> float:
+    """Nearest-neighbour distance of a finite cluster in Å.
+
+    ``method`` "mean" (the paper) and "median" summarise each atom's shortest distance over atoms;
+    "shell" is the first peak of the pair-distance distribution, which neither noise nor vacancies
+    shift (see :func:`_first_shell`).
 
     Examples
     --------
@@ -29,18 +62,25 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "mean") -> float:
         raise ValueError(f"method must be one of {SCALINGS}, got {method!r}")
     if len(atoms) < 2:
         raise StructureError("a cluster needs at least two atoms to measure a nearest-neighbour distance")
-    d, _ = cKDTree(atoms.positions).query(atoms.positions, k=2)
+    tree = cKDTree(atoms.positions)
+    d, _ = tree.query(atoms.positions, k=2)
     d = d[:, 1]
-    value = float(np.mean(d) if method == "mean" else np.median(d))
     typical = float(np.median(d))
     if not typical > 1e-6 or d.min() < 1e-3 * typical:
         i = int(np.argmin(d))
         raise StructureError(f"atoms overlap: atom {i} is {d[i]:.2g} Å from another atom (typical spacing {typical:.3g} Å)")
-    return value
+    if method == "shell":
+        return _first_shell(atoms.positions, tree, typical)
+    return float(np.mean(d) if method == "mean" else typical)
 
 
-def scale(atoms: Atoms, method: str = "mean") -> Atoms:
+def scale(atoms: Atoms, method: str = "shell") -> Atoms:
     """Divide all positions by the nearest-neighbour distance (SPEC step 5); returns a new cluster.
+
+    The default estimator, "shell", is the first peak of the pair-distance distribution; the paper's
+    "mean" of each atom's shortest distance shrinks by ~7 % under 0.1 Å of noise and grows by up to
+    ~18 % at 70 % vacancies, which moves every diffraction peak and was the main cause of errors on
+    defective structures (see docs/method.md).
 
     The positions of the result are dimensionless (units of the nearest-neighbour distance); the
     distance used is kept in ``info["nn_distance"]`` (Å).

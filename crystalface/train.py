@@ -62,6 +62,7 @@ def train(
     seed: int = 0,
     max_epochs: int = 30,
     patience: int = 4,
+    min_delta: float = 5e-4,
     batch_size: int = 32,
     lr: float = 1e-3,
     val_fraction: float = 0.1,
@@ -81,7 +82,8 @@ def train(
     seed : int
         Seeds the split, the weight initialisation, the shuffling and dropout.
     max_epochs, patience : int
-        Training stops after ``patience`` epochs without a lower validation loss.
+        Training stops after ``patience`` epochs in which the validation loss did not fall below
+        the best so far by more than ``min_delta``; the best weights are kept.
     card : dict, optional
         Extra entries for the model card (e.g. the data set it came from).
 
@@ -126,7 +128,7 @@ def train(
         val_loss, val_acc = _evaluate(network, x_val, y_val)
         history.append({"epoch": epoch + 1, "train_loss": total / len(x_train), "val_loss": val_loss, "val_accuracy": val_acc})
         bar.set_postfix(train_loss=f"{total / len(x_train):.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
-        if val_loss < best[0]:
+        if val_loss < best[0] - min_delta:
             best = (val_loss, val_acc, copy.deepcopy(network.state_dict()), epoch + 1)
         elif epoch + 1 - best[3] >= patience:
             break
@@ -147,6 +149,7 @@ def train(
             "batch_size": batch_size,
             "max_epochs": max_epochs,
             "patience": patience,
+            "min_delta": min_delta,
             "best_epoch": best[3],
             "epochs_run": len(history),
             "split": f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%} by class, seed {seed}",

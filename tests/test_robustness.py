@@ -144,3 +144,12 @@ def test_refuses_the_training_seed(model):
     with pytest.raises(ValueError, match="training set"):
         run_robustness(parse_levels(["0.1"]), per_class=1, baseline_per_class=0, seed=train_seed, model=model,
                        output=None, workers=1, progress=False)
+
+
+def test_worker_processes_give_the_same_answers_as_one(model):
+    kwargs = dict(levels=parse_levels(["0.2"], ["70"], pristine=False), per_class=2, baseline_per_class=1, seed=1000,
+                  methods=["crystalface", "spglib-loose"], model=model, output=None, progress=False)
+    one, two = run_robustness(workers=1, **kwargs), run_robustness(workers=2, chunk_size=3, baseline_chunk_size=2, **kwargs)
+    for a, b in zip(one["levels"], two["levels"]):
+        for m in ("crystalface", "spglib-loose"):
+            assert a["methods"][m]["confusion"] == b["methods"][m]["confusion"]

@@ -26,7 +26,7 @@ def test_mean_nearest_neighbour_distance_of_fcc_is_a_over_sqrt2(fcc_cluster):
 
 
 @pytest.mark.parametrize("label", LABELS)
-@pytest.mark.parametrize("method", ["mean", "median"])
+@pytest.mark.parametrize("method", ["mean", "median", "shell"])
 def test_scaled_nearest_neighbour_distance_is_one(prototypes, label, method):
     atoms = cluster(standard_cell(prototypes[label]), n_atoms=256)
     scaled = scale(atoms, method=method)
@@ -43,7 +43,20 @@ def test_median_ignores_atoms_that_lost_their_first_shell(fcc_cluster):
     assert median == pytest.approx(nn, rel=1e-9)
     assert mean > nn * 1.01  # isolated atoms pull the mean up
     assert scale(sparse, method="median").info["nn_distance"] == pytest.approx(median)
-    assert scale(sparse).info["nn_distance"] == pytest.approx(mean)
+    assert scale(sparse, method="mean").info["nn_distance"] == pytest.approx(mean)
+    # the default, the first peak of the pair distances, is exact however many atoms are missing
+    assert scale(sparse).info["nn_distance"] == pytest.approx(nn, rel=1e-9)
+
+
+@pytest.mark.parametrize("label", ["fcc", "bcc", "diam", "sc"])
+def test_first_shell_is_unbiased_under_noise(prototypes, label):
+    from crystalface import displace
+
+    atoms = cluster(standard_cell(prototypes[label]), n_atoms=256)
+    nn = nearest_neighbour_distance(atoms, "mean")
+    noisy = displace(atoms, sigma=0.04 * nn, seed=1)  # 0.1 Å on a 2.5 Å bond
+    assert nearest_neighbour_distance(noisy, "shell") == pytest.approx(nn, rel=0.015)
+    assert nearest_neighbour_distance(noisy, "mean") < 0.97 * nn  # the minimum over a shell is biased low
 
 
 def test_scale_keeps_info_and_does_not_modify_its_input(fcc_cluster):

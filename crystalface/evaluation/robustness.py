@@ -254,11 +254,11 @@ def score(true: Sequence[str], predicted: Sequence[str | None], classes: Sequenc
     correct = np.diag(matrix[:, : len(classes)])
     n = int(n_class.sum())
     return {
-        "accuracy": round(100.0 * correct.sum() / n, 3) if n else None,
+        "accuracy": round(100.0 * int(correct.sum()) / n, 3) if n else None,
         "n": n,
         "correct": int(correct.sum()),
         "per_class": {
-            c: {"n": int(n_class[i]), "accuracy": round(100.0 * correct[i] / n_class[i], 3) if n_class[i] else None}
+            c: {"n": int(n_class[i]), "accuracy": round(100.0 * int(correct[i]) / int(n_class[i]), 3) if n_class[i] else None}
             for i, c in enumerate(classes)
         },
         "confusion": {"true": classes, "predicted": classes + ["other"], "matrix": matrix.tolist()},

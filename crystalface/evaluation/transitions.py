@@ -1,0 +1,852 @@
+"""Structural transitions the network never saw: the paper's three continuous-path experiments.
+
+A model trained on pristine crystals only is walked along paths between (and away from) its classes:
+
+* **bcc -> sc** (:func:`run_bcc_sc`): the body-centre atoms of a bcc cluster are removed at random, a
+  growing fraction at a time, until only the simple-cubic sublattice is left (paper: the prediction
+  turns from bcc to sc at about 75 % removed).
+* **rhombohedral** (:func:`run_rhombohedral`): the one-atom rhombohedral lattice (A_hR1_166_a, the
+  beta-Po prototype) swept in its angle alpha from 110 down to 50 degrees passes through bcc
+  (109.47 deg), sc (90 deg) and fcc (60 deg); anywhere else it is hex/rh.
+* **amorphous** (:func:`run_amorphous`): Gaussian displacements of standard deviation
+  ``L x d_nn`` per Cartesian axis, with the Lindemann parameter L from 0 to 0.4 and d_nn the
+  nearest-neighbour distance (SPEC: L = sigma / d_nn); the confidence should collapse where melting
+  is usually placed, L ~ 0.1-0.2.
+
+Every experiment builds its finite clusters (SPEC steps 2-4), then scales, fingerprints and
+classifies them in batches, in worker processes; each random draw comes from
+``SeedSequence(seed, spawn_key=(tag, ...indices))``, so a number does not depend on the workers.
+Each writes ``<output>/<name>.json`` (every number behind the plot, the parameters and the model
+that produced them) and ``<output>/<name>.png``. Run them as ``crystalface experiment NAME`` (see
+:func:`register`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import minkowski_reduce
+from tqdm.auto import tqdm
+
+from ..cell import StructureError
+from ..defects import displace
+from ..scaling import nearest_neighbour_distance
+
+__all__ = [
+    "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "first_crossing", "rhombohedral_lattice",
+    "run_bcc_sc", "run_rhombohedral", "run_amorphous", "register",
+]
+
+#: Rhombohedral angles (degrees) at which the hR1 lattice is a cubic lattice, and beta-Po's own.
+SPECIAL_ANGLES: dict[str, float] = {
+    "bcc": math.degrees(math.acos(-1.0 / 3.0)),  # 109.4712206...
+    "sc": 90.0,
+    "fcc": 60.0,
+}
+#: Tags that keep the random streams of the experiments apart.
+_TAG_BCC_SC, _TAG_AMORPHOUS = 0xBCC, 0xA30
+#: Structures per work unit: one batched fingerprint and one forward pass.
+_CHUNK = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched classification of clusters, in worker processes
+
+_STATE: dict = {}
+
+
+def _init_worker(model, threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)  # one process per core; more threads would oversubscribe
+    _STATE["model"] = model
+
+
+def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, list[str | None]]:
+    """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
+
+    Returns probabilities (len(items), n_classes), NaN where a cluster failed, and per item None or the error.
+    """
+    model = _STATE["model"]
+    descriptor = model.descriptor
+    clusters, ok, errors = [], [], []
+    for j, item in enumerate(items):
+        try:
+            c = builder(base, item, descriptor)
+            nearest_neighbour_distance(c, descriptor.scaling)  # a bad cluster fails alone, not its batch
+            clusters.append(c)
+            ok.append(j)
+            errors.append(None)
+        except (StructureError, ValueError) as exc:
+            errors.append(str(exc).splitlines()[0] or type(exc).__name__)
+    proba = np.full((len(items), len(model.classes)), np.nan)
+    if clusters:
+        proba[ok] = model.predict_proba(descriptor.fingerprints(clusters))
+    return proba, errors
+
+
+def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str):
+    """Probabilities (N, n_classes) and errors of the clusters ``builder(base, item)`` of every item, in order."""
+    items = list(items)
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    bar = tqdm(total=len(items), desc=desc, unit="structure", disable=not progress, leave=False)
+    results = []
+    if workers <= 1 or len(chunks) <= 1:
+        _init_worker(model, None)
+        for chunk in chunks:
+            results.append(_classify_task(builder, base, chunk))
+            bar.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(model, 1)) as pool:
+            for chunk, result in zip(chunks, pool.map(_classify_task, [builder] * len(chunks), [base] * len(chunks), chunks)):
+                results.append(result)
+                bar.update(len(chunk))
+    bar.close()
+    n = len(model.classes)
+    proba = np.concatenate([r[0] for r in results]) if results else np.zeros((0, n))
+    return proba, [e for r in results for e in r[1]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+def first_crossing(x: Sequence[float], y: Sequence[float], level: float = 0.0) -> float | None:
+    """The first x at which ``y`` rises above ``level``, linearly interpolated between grid points.
+
+    None if it never does; ``x[0]`` if it is already above there.
+
+    Examples
+    --------
+    >>> first_crossing([0.0, 0.5, 1.0], [-1.0, -0.5, 0.5])
+    0.75
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    above = np.flatnonzero(y > level)
+    if len(above) == 0:
+        return None
+    i = int(above[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    return float(x0 + (x1 - x0) * (level - y0) / (y1 - y0))
+
+
+def _resolve_model(model):
+    """(Model, path of its weights or None) from a Model, a path, or None (the shipped model)."""
+    from ..model import Model, _default_path, load_model
+
+    if isinstance(model, Model):
+        return model, None
+    path = Path(model) if model is not None else _default_path()
+    return load_model(path), path.with_suffix(".safetensors")
+
+
+def _header(name: str, model, path: Path | None, command: str | None, workers: int) -> dict:
+    import torch
+
+    card = model.card
+    try:
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "experiment": name,
+        "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "file": str(path) if path else None,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else card.get("weights_sha256"),
+            "validation_accuracy": card.get("validation_accuracy"),
+            "trained_on": card.get("trained_on"),
+            "dataset_seed": (card.get("dataset") or {}).get("seed"),
+        },
+        "classes": list(model.classes),
+        "descriptor": model.descriptor.to_dict(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "workers": workers, "commit": commit},
+    }
+
+
+def _summary(proba: np.ndarray, classes: Sequence[str]) -> dict:
+    """Per class: mean and std over realisations (axis 1) of (steps, realisations, classes) probabilities."""
+    mean, std = np.nanmean(proba, axis=1), np.nanstd(proba, axis=1)
+    labels = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=2)
+    valid = ~np.isnan(proba).any(axis=2)
+    return {
+        "mean": {c: _round(mean[:, k]) for k, c in enumerate(classes)},
+        "std": {c: _round(std[:, k]) for k, c in enumerate(classes)},
+        "label_fraction": {c: _round(((labels == k) & valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1))
+                           for k, c in enumerate(classes)},
+    }
+
+
+def _round(values, digits: int = 6):
+    if values is None:
+        return None
+    if np.ndim(values) == 0:
+        return None if not np.isfinite(values) else round(float(values), digits)
+    return [None if not np.isfinite(v) else round(float(v), digits) for v in np.asarray(values, float)]
+
+
+def _write(results: dict, output: str | Path | None, name: str, plot: Callable[[dict, Path], None], start: float) -> dict:
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
+    if output is not None:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        plot(results, out / f"{name}.png")
+        results["total_seconds"] = round(time.perf_counter() - start, 1)  # now including the picture
+        (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def _pyplot():
+    from ..plotting import _pyplot
+
+    return _pyplot()
+
+
+def _workers(workers: int | None) -> int:
+    return max(1, workers or os.cpu_count() or 1)
+
+
+def _crystal(name: str):
+    from ..examples import REAL_CRYSTALS
+
+    by_name = {c.name: c for c in REAL_CRYSTALS}
+    if name not in by_name:
+        raise ValueError(f"unknown crystal {name!r}; choose from {list(by_name)}")
+    return by_name[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# bcc -> sc
+
+def body_centre_mask(cluster: Atoms, tol: float = 0.1) -> np.ndarray:
+    """Which atoms of a bcc cluster sit at the body centres of the cubic cells whose corners hold its centre atom.
+
+    The six second neighbours of the atom nearest the cluster's origin lie along the cubic axes at
+    distance a; in the cubic coordinates they define, corner atoms have integer coordinates and
+    body-centre atoms half-integer ones. Works in any orientation (no symmetry finder).
+
+    Parameters
+    ----------
+    cluster : ase.Atoms
+        A pristine bcc cluster (e.g. ``Descriptor().cluster(bulk("Fe", "bcc", a=2.87))``).
+    tol : float
+        Largest deviation from an integer of twice a cubic coordinate (units of a).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True for body-centre atoms.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from crystalface import Descriptor
+    >>> c = Descriptor().cluster(bulk("Fe", "bcc", a=2.87))
+    >>> mask = body_centre_mask(c)
+    >>> len(c), int(mask.sum())
+    (259, 128)
+    """
+    positions = cluster.positions
+    centre = int(np.argmin(np.linalg.norm(positions, axis=1)))
+    r = positions - positions[centre]
+    dist = np.linalg.norm(r, axis=1)
+    nn = dist[dist > 1e-8].min()
+    a = 2.0 * nn / math.sqrt(3.0)
+    second = np.flatnonzero(np.abs(dist - a) < 0.02 * a)
+    if len(second) != 6:
+        raise ValueError(f"not a bcc cluster: the centre atom has {len(second)} second neighbours at 2/sqrt(3) x "
+                         f"the nearest-neighbour distance, expected 6")
+    v1 = r[second[0]]
+    orthogonal = [r[j] for j in second[1:] if abs(r[j] @ v1) < 0.05 * a * a]
+    if not orthogonal:
+        raise ValueError("not a bcc cluster: no two second neighbours are at right angles")
+    v2 = orthogonal[0]
+    v3 = np.cross(v1, v2) / a
+    twice = 2.0 * r @ np.linalg.inv(np.vstack([v1, v2, v3]))
+    nearest = np.round(twice)
+    if np.abs(twice - nearest).max() > tol:
+        raise ValueError("not a bcc cluster: some atoms are off the bcc lattice")
+    odd = nearest.astype(int) % 2 == 1
+    if not np.all(odd.all(axis=1) | (~odd).all(axis=1)):
+        raise ValueError("not a bcc cluster: some atoms are on faces or edges of the cubic cells")
+    return odd.all(axis=1)
+
+
+def _remove_body_centres(base, item, descriptor) -> Atoms:
+    cluster, body_centres = base
+    n_remove, seed, key = item
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+    removed = rng.choice(body_centres, size=n_remove, replace=False)
+    keep = np.setdiff1d(np.arange(len(cluster)), removed)
+    return cluster[keep]
+
+
+def run_bcc_sc(
+    steps: int = 21,
+    realisations: int = 30,
+    seed: int = 0,
+    crystal: str = "Fe",
+    model=None,
+    output: str | Path | None = "benchmarks/experiments",
+    workers: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """bcc -> sc: remove a growing fraction of the body-centre atoms of a bcc cluster at random.
+
+    Parameters
+    ----------
+    steps
+        Fractions removed, evenly from 0 to 1 (default 21: every 5 %).
+    realisations
+        Random removals per fraction (each from ``SeedSequence(seed, spawn_key=(0xBCC, step, realisation))``).
+    seed
+        Seed of the removals.
+    crystal
+        A bcc crystal of :data:`crystalface.examples.REAL_CRYSTALS` (default Fe, a = 2.8665 Å).
+    model
+        A :class:`crystalface.Model`, a path to its ``.safetensors`` file, or None for the shipped model.
+    output
+        Folder for ``bcc-sc.json`` and ``bcc-sc.png``; None writes nothing.
+    workers
+        Processes (default: all CPUs).
+
+    Returns
+    -------
+    dict
+        The content of bcc-sc.json: ``fractions``, ``n_removed``, ``probabilities`` (per class ``mean``,
+        ``std``, ``label_fraction`` per step), ``crossing_fraction`` (where P(sc) first exceeds P(bcc),
+        interpolated; None if never) and the cluster's atom counts.
+
+    Examples
+    --------
+    >>> run_bcc_sc(steps=3, realisations=2, output=None, workers=1, progress=False)["n_removed"]  # doctest: +SKIP
+    [0, 64, 128]
+    """
+    start = time.perf_counter()
+    if steps < 2 or realisations < 1:
+        raise ValueError(f"need steps >= 2 and realisations >= 1, got {steps}, {realisations}")
+    model, path = _resolve_model(model)
+    workers = _workers(workers)
+    source = _crystal(crystal)
+    if source.label != "bcc":
+        raise ValueError(f"crystal {crystal!r} is {source.label}, not bcc")
+    cluster = model.descriptor.cluster(source.primitive())
+    mask = body_centre_mask(cluster)
+    body_centres = np.flatnonzero(mask)
+    fractions = np.linspace(0.0, 1.0, steps)
+    n_removed = [int(round(f * len(body_centres))) for f in fractions]
+    items = [(n, seed, (_TAG_BCC_SC, s, r)) for s, n in enumerate(n_removed) for r in range(realisations)]
+    proba, errors = _classify(model, _remove_body_centres, (cluster, body_centres), items, workers, progress, "bcc -> sc")
+    proba = proba.reshape(steps, realisations, -1)
+    classes = model.classes
+    summary = _summary(proba, classes)
+    mean = np.nanmean(proba, axis=1)
+    crossing = first_crossing(fractions, mean[:, classes.index("sc")] - mean[:, classes.index("bcc")])
+    results = {
+        **_header("bcc-sc", model, path, command, workers),
+        "seed": seed,
+        "crystal": {"name": source.name, "symbol": source.symbol, "cellpar": list(source.cellpar)},
+        "cluster_atoms": len(cluster),
+        "body_centre_atoms": int(mask.sum()),
+        "corner_atoms": int((~mask).sum()),
+        "steps": steps,
+        "realisations": realisations,
+        "random_stream": f"SeedSequence(seed, spawn_key=({_TAG_BCC_SC}, step, realisation))",
+        "fractions": _round(fractions),
+        "n_removed": n_removed,
+        "probabilities": summary,
+        "crossing_fraction": _round(crossing, 4),
+        "label_at": {f"{100 * f:g}%": classes[int(np.argmax(m))] for f, m in zip(fractions, mean)},
+        "paper_crossing_fraction": 0.75,
+        "failures": sum(e is not None for e in errors),
+    }
+    return _write(results, output, "bcc-sc", plot_bcc_sc, start)
+
+
+def plot_bcc_sc(results: dict, path: Path) -> None:
+    """P(bcc) and P(sc) (mean ± std over realisations) against the fraction of body-centre atoms removed."""
+    plt = _pyplot()
+    x = 100 * np.asarray(results["fractions"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    p = results["probabilities"]
+    for cls, colour in (("bcc", "tab:blue"), ("sc", "tab:red")):
+        m, s = np.asarray(p["mean"][cls], float), np.asarray(p["std"][cls], float)
+        ax.plot(x, m, "o-", color=colour, label=f"P({cls})", ms=4)
+        ax.fill_between(x, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=colour, alpha=0.2, lw=0)
+    others = [c for c in results["classes"] if c not in ("bcc", "sc")]
+    rest = np.sum([np.asarray(p["mean"][c], float) for c in others], axis=0)
+    ax.plot(x, rest, ":", color="grey", label="other classes")
+    if results["crossing_fraction"] is not None:
+        ax.axvline(100 * results["crossing_fraction"], color="k", lw=0.8, ls="--",
+                   label=f"crossing {100 * results['crossing_fraction']:.1f} %")
+    ax.axvline(75, color="tab:green", lw=0.8, ls=":", label="paper: ~75 %")
+    ax.set_xlabel("body-centre atoms removed (%)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"bcc → sc: {results['crystal']['name']} cluster of {results['cluster_atoms']} atoms, "
+                 f"{results['realisations']} realisations per step", fontsize=9)
+    ax.legend(fontsize=8, loc="center left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rhombohedral path
+
+def rhombohedral_lattice(alpha: float, nn_distance: float = 3.0, symbol: str = "Po") -> Atoms:
+    """The one-atom rhombohedral lattice (hR1, A_hR1_166_a) of angle ``alpha`` (degrees), primitive cell.
+
+    Built by the training set's prototype (:data:`crystalface.dataset.PROTOTYPES` ``["hR1"]``) and
+    scaled to the nearest-neighbour distance ``nn_distance`` (Å).
+
+    Examples
+    --------
+    >>> atoms = rhombohedral_lattice(90.0)
+    >>> len(atoms), np.round(atoms.cell.cellpar(), 6).tolist()
+    (1, [3.0, 3.0, 3.0, 90.0, 90.0, 90.0])
+    """
+    from ..dataset import PROTOTYPES
+
+    if not 0.0 < alpha < 120.0:
+        raise ValueError(f"the rhombohedral angle must be in (0, 120) degrees, got {alpha}")
+    atoms = PROTOTYPES["hR1"].build(symbol, {"alpha_rh": float(alpha)}, True)
+    reduced, _ = minkowski_reduce(atoms.cell[:])
+    shifts = np.array(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij")).reshape(3, -1).T
+    lengths = np.linalg.norm(shifts @ reduced, axis=1)
+    atoms.set_cell(atoms.cell[:] * (nn_distance / lengths[lengths > 1e-9].min()), scale_atoms=True)
+    return atoms
+
+
+def _rhombohedral_cluster(base, alpha, descriptor) -> Atoms:
+    return descriptor.cluster(rhombohedral_lattice(alpha, *base))
+
+
+def _angle_grid(n_angles: int, fine_halfwidth: float, fine_step: float, beta_po: float):
+    coarse = np.concatenate([np.linspace(110.0, 50.0, n_angles), list(SPECIAL_ANGLES.values()), [beta_po]])
+    coarse = np.array(sorted(set(np.round(coarse, 10)), reverse=True))
+    # keep the exact special values (rounding above could move them by 1e-11)
+    for value in (*SPECIAL_ANGLES.values(), beta_po):
+        coarse[np.argmin(np.abs(coarse - value))] = value
+    fine = {}
+    if fine_halfwidth > 0:
+        k = int(round(fine_halfwidth / fine_step))
+        for cls, centre in SPECIAL_ANGLES.items():
+            fine[cls] = centre + fine_step * np.arange(-k, k + 1)
+    return coarse, fine
+
+
+def _runs(angles: np.ndarray, labels: list[str]) -> list[dict]:
+    """Contiguous runs of one label along increasing angle."""
+    out = []
+    for a, lab in zip(angles, labels):
+        if out and out[-1]["label"] == lab:
+            out[-1]["max_degrees"] = round(float(a), 6)
+            out[-1]["n"] += 1
+        else:
+            out.append({"label": lab, "min_degrees": round(float(a), 6), "max_degrees": round(float(a), 6), "n": 1})
+    return out
+
+
+def _window(angles: np.ndarray, labels: list[str], cls: str, centre: float) -> dict:
+    """The contiguous run of label ``cls`` around ``centre`` on the sorted grid ``angles``."""
+    i = int(np.argmin(np.abs(angles - centre)))
+    record = {"special_degrees": round(centre, 7), "label_at_special": labels[i]}
+    if labels[i] != cls:
+        return {**record, "min_degrees": None, "max_degrees": None, "width_degrees": 0.0, "edge_uncertainty_degrees": None,
+                "truncated": False}
+    lo = hi = i
+    while lo > 0 and labels[lo - 1] == cls:
+        lo -= 1
+    while hi < len(labels) - 1 and labels[hi + 1] == cls:
+        hi += 1
+    # the true edge lies between the last point in the window and the first outside it
+    gaps = [angles[lo] - angles[lo - 1] if lo > 0 else np.nan, angles[hi + 1] - angles[hi] if hi < len(labels) - 1 else np.nan]
+    return {
+        **record,
+        "min_degrees": round(float(angles[lo]), 6),
+        "max_degrees": round(float(angles[hi]), 6),
+        "width_degrees": round(float(angles[hi] - angles[lo]), 6),
+        "edge_uncertainty_degrees": _round(np.nanmax(gaps)) if np.isfinite(gaps).any() else None,
+        "truncated": lo == 0 or hi == len(labels) - 1,
+    }
+
+
+def run_rhombohedral(
+    n_angles: int = 161,
+    fine_halfwidth: float = 3.0,
+    fine_step: float = 0.05,
+    model=None,
+    output: str | Path | None = "benchmarks/experiments",
+    workers: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """The rhombohedral path: classify the hR1 lattice from alpha = 110 down to 50 degrees.
+
+    No randomness: every structure is a pristine lattice (Po, nearest-neighbour distance 3 Å; the
+    fingerprint divides the length out).
+
+    Parameters
+    ----------
+    n_angles
+        Evenly spaced angles from 110 to 50 degrees (default 161, 0.375-degree steps); the exact
+        special angles 109.4712206 (bcc), 90 (sc), 60 (fcc) and beta-Po's 98.2 are always added.
+    fine_halfwidth, fine_step
+        A fine scan of ±``fine_halfwidth`` degrees in ``fine_step`` steps around each special angle
+        (default ±3 degrees in 0.05-degree steps); 0 turns it off.
+    model, output, workers, progress, command
+        As for :func:`run_bcc_sc`; files ``rhombohedral.json`` and ``.png``.
+
+    Returns
+    -------
+    dict
+        The content of rhombohedral.json: ``coarse`` and ``fine`` scans (angles, probabilities of every
+        class, labels), ``windows`` (per class bcc/sc/fcc: the contiguous range of angles around its
+        special angle labelled that class, on the coarse and fine grids together), ``beta_po`` (the
+        label at beta-Po's angle), ``runs`` (every contiguous run of one label along the path).
+
+    Examples
+    --------
+    >>> r = run_rhombohedral(n_angles=9, fine_halfwidth=0, output=None, workers=1, progress=False)  # doctest: +SKIP
+    >>> r["windows"]["sc"]["label_at_special"]  # doctest: +SKIP
+    'sc'
+    """
+    from ..dataset import PROTOTYPES
+
+    start = time.perf_counter()
+    if n_angles < 2 or fine_halfwidth < 0 or (fine_halfwidth > 0 and not 0 < fine_step <= fine_halfwidth):
+        raise ValueError(f"need n_angles >= 2, fine_halfwidth >= 0 and 0 < fine_step <= fine_halfwidth, "
+                         f"got {n_angles}, {fine_halfwidth}, {fine_step}")
+    model, path = _resolve_model(model)
+    workers = _workers(workers)
+    classes = model.classes
+    beta_po = float(PROTOTYPES["hR1"].references["beta-Po"]["alpha_rh"])
+    coarse, fine = _angle_grid(n_angles, fine_halfwidth, fine_step, beta_po)
+    all_angles = np.concatenate([coarse, *fine.values()])
+    proba, errors = _classify(model, _rhombohedral_cluster, (3.0, "Po"), all_angles, workers, progress, "rhombohedral")
+    labels = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "failed" for p in proba]
+
+    def scan(angles, p, lab):
+        return {"angles_degrees": _round(angles, 7), "probabilities": {c: _round(p[:, k]) for k, c in enumerate(classes)},
+                "labels": lab}
+
+    n_coarse = len(coarse)
+    result_fine, offset = {}, n_coarse
+    for cls, angles in fine.items():
+        result_fine[cls] = scan(angles, proba[offset : offset + len(angles)], labels[offset : offset + len(angles)])
+        offset += len(angles)
+    # one sorted grid of every angle computed, for the windows
+    order = np.argsort(all_angles, kind="stable")
+    merged_angles, unique = np.unique(all_angles[order], return_index=True)
+    merged_labels = [labels[order[u]] for u in unique]
+    windows = {cls: _window(merged_angles, merged_labels, cls, centre) for cls, centre in SPECIAL_ANGLES.items()}
+    i_beta = int(np.argmin(np.abs(coarse - beta_po)))
+    elsewhere = [lab for a, lab in zip(merged_angles, merged_labels)
+                 if not any(w["min_degrees"] is not None and w["min_degrees"] <= a <= w["max_degrees"] for w in windows.values())]
+    results = {
+        **_header("rhombohedral", model, path, command, workers),
+        "prototype": {"name": "hR1", "aflow": PROTOTYPES["hR1"].aflow, "symbol": "Po", "nn_distance_angstrom": 3.0},
+        "n_angles": n_angles,
+        "fine_halfwidth_degrees": fine_halfwidth,
+        "fine_step_degrees": fine_step,
+        "special_angles_degrees": {**{c: round(a, 7) for c, a in SPECIAL_ANGLES.items()}, "beta-Po": round(beta_po, 4)},
+        "coarse": scan(coarse, proba[:n_coarse], labels[:n_coarse]),
+        "fine": result_fine,
+        "windows": windows,
+        "beta_po": {"angle_degrees": round(beta_po, 4), "label": labels[i_beta],
+                    "probabilities": {c: _round(proba[i_beta, k]) for k, c in enumerate(classes)}},
+        "hex_rh_fraction_outside_windows": _round(np.mean([lab == "hex/rh" for lab in elsewhere]) if elsewhere else np.nan, 4),
+        "runs": _runs(merged_angles, merged_labels),
+        "paper": "bcc at 109.47, sc at 90, fcc at 60 degrees and hex/rh elsewhere (sc within a few tenths of a degree)",
+        "failures": sum(e is not None for e in errors),
+    }
+    return _write(results, output, "rhombohedral", plot_rhombohedral, start)
+
+
+_COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "diam": "tab:purple",
+            "fcc": "tab:green", "hex/rh": "tab:orange", "sc": "tab:red"}
+
+
+def plot_rhombohedral(results: dict, path: Path) -> None:
+    """Every class's probability against the rhombohedral angle, plus a zoom on each special angle's fine scan."""
+    plt = _pyplot()
+    fine = results["fine"]
+    fig = plt.figure(figsize=(10, 6.8 if fine else 4.2))
+    grid = fig.add_gridspec(2 if fine else 1, 3, height_ratios=[1.3, 1] if fine else [1])
+    ax = fig.add_subplot(grid[0, :])
+    x = np.asarray(results["coarse"]["angles_degrees"])
+    for cls in results["classes"]:
+        ax.plot(x, results["coarse"]["probabilities"][cls], "-", lw=1.4, color=_COLOURS.get(cls), label=cls)
+    special = results["special_angles_degrees"]
+    for name, angle in special.items():
+        ax.axvline(angle, color="k", lw=0.6, ls="--" if name != "beta-Po" else ":")
+        ax.text(angle, 1.04, f"{name}\n{angle:.2f}°", ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(x.max() + 0.5, x.min() - 0.5)  # the path of the issue: from 110 down to 50 degrees
+    ax.set_ylim(-0.02, 1.0)
+    ax.set_xlabel("rhombohedral angle α (degrees)")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=7, ncol=7, loc="lower center", bbox_to_anchor=(0.5, -0.42 if fine else -0.35))
+    for col, (cls, scan) in enumerate(fine.items()):
+        a = fig.add_subplot(grid[1, col])
+        fx = np.asarray(scan["angles_degrees"])
+        for c in (cls, "hex/rh"):
+            a.plot(fx, scan["probabilities"][c], "-", color=_COLOURS.get(c), label=f"P({c})")
+        w = results["windows"][cls]
+        if w["min_degrees"] is not None:
+            a.axvspan(w["min_degrees"], w["max_degrees"], color=_COLOURS.get(cls), alpha=0.15,
+                      label=f"label {cls}: {w['width_degrees']:.2f}°")
+        a.axvline(special[cls], color="k", lw=0.6, ls="--")
+        a.set_xlim(fx.max(), fx.min())
+        a.set_title(f"around {cls} ({special[cls]:.2f}°)", fontsize=8)
+        a.set_xlabel("α (degrees)", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.legend(fontsize=6.5, loc="center left")
+    fig.suptitle("Rhombohedral path (β-Po prototype A_hR1_166_a), model trained on pristine structures only", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ordered -> amorphous
+
+def _displaced(base, item, descriptor) -> Atoms:
+    cluster = base
+    sigma, seed, key = item
+    return displace(cluster, sigma, seed=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key)))
+
+
+def run_amorphous(
+    crystals: Sequence[str] | None = None,
+    steps: int = 41,
+    max_lindemann: float = 0.4,
+    realisations: int = 20,
+    seed: int = 0,
+    model=None,
+    output: str | Path | None = "benchmarks/experiments",
+    workers: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Ordered -> amorphous: Gaussian displacements of sigma = L x d_nn per axis, L from 0 to ``max_lindemann``.
+
+    d_nn is the nearest-neighbour distance of the crystal's pristine cluster (the pipeline's mean
+    estimator; for a pristine crystal, the shortest bond). The displacements are made on that cluster.
+
+    Parameters
+    ----------
+    crystals
+        Names from :data:`crystalface.examples.REAL_CRYSTALS` (default: all eight, every class).
+    steps
+        Lindemann parameters, evenly from 0 to ``max_lindemann`` (default 41: every 0.01).
+    realisations
+        Random displacements per crystal and step, each from
+        ``SeedSequence(seed, spawn_key=(0xA30, crystal, step, realisation))``.
+    seed, model, output, workers, progress, command
+        As for :func:`run_bcc_sc`; files ``amorphous.json`` and ``.png``.
+
+    Returns
+    -------
+    dict
+        The content of amorphous.json: ``lindemann``; per crystal its ``class``, ``nn_distance_angstrom``,
+        ``p_true`` (mean, std), ``accuracy`` (fraction of realisations labelled the true class),
+        ``entropy_nats`` and ``entropy_normalised`` (mean predictive entropy, / ln n_classes),
+        ``probabilities`` (mean of every class) and ``collapse`` (L where mean P(true) falls below 0.5,
+        where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5; None if never).
+
+    Examples
+    --------
+    >>> r = run_amorphous(["Cu"], steps=3, realisations=2, output=None, workers=1, progress=False)  # doctest: +SKIP
+    >>> r["crystals"]["Cu"]["class"]  # doctest: +SKIP
+    'fcc'
+    """
+    from ..examples import REAL_CRYSTALS
+
+    start = time.perf_counter()
+    if steps < 2 or realisations < 1 or not 0 < max_lindemann <= 1:
+        raise ValueError(f"need steps >= 2, realisations >= 1 and 0 < max_lindemann <= 1, "
+                         f"got {steps}, {realisations}, {max_lindemann}")
+    names = list(crystals) if crystals else [c.name for c in REAL_CRYSTALS]
+    sources = [_crystal(n) for n in names]
+    model, path = _resolve_model(model)
+    workers = _workers(workers)
+    classes = model.classes
+    lindemann = np.linspace(0.0, max_lindemann, steps)
+    per_crystal = {}
+    for ci, source in enumerate(sources):
+        cluster = model.descriptor.cluster(source.primitive())
+        d_nn = nearest_neighbour_distance(cluster, model.descriptor.scaling)
+        items = [(float(L * d_nn), seed, (_TAG_AMORPHOUS, ci, s, r)) for s, L in enumerate(lindemann) for r in range(realisations)]
+        proba, errors = _classify(model, _displaced, cluster, items, workers, progress, f"amorphous {source.name}")
+        proba = proba.reshape(steps, realisations, -1)
+        true = classes.index(source.label)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.nansum(np.where(proba > 0, proba * np.log(proba), 0.0), axis=2)  # nats, per realisation
+        p_true = proba[:, :, true]
+        labels = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=2)
+        accuracy = (labels == true).mean(axis=1)
+        mean_entropy = entropy.mean(axis=1)
+        mean_p = np.nanmean(proba, axis=1)
+        collapse = {
+            "p_true_below_half": first_crossing(lindemann, 0.5 - np.nanmean(p_true, axis=1)),
+            "accuracy_below_half": first_crossing(lindemann, 0.5 - accuracy),
+            "entropy_above_half_max": first_crossing(lindemann, mean_entropy / math.log(len(classes)) - 0.5),
+        }
+        per_crystal[source.name] = {
+            "class": source.label,
+            "symbol": source.symbol,
+            "cluster_atoms": len(cluster),
+            "nn_distance_angstrom": round(d_nn, 6),
+            "sigma_angstrom": _round(lindemann * d_nn),
+            "p_true": {"mean": _round(np.nanmean(p_true, axis=1)), "std": _round(np.nanstd(p_true, axis=1))},
+            "accuracy": _round(accuracy),
+            "entropy_nats": _round(mean_entropy),
+            "entropy_normalised": _round(mean_entropy / math.log(len(classes))),
+            "probabilities": {c: _round(mean_p[:, k]) for k, c in enumerate(classes)},
+            "label_at": {f"{L:.2f}": classes[int(np.argmax(m))] for L, m in zip(lindemann, mean_p)},
+            "collapse": {k: _round(v, 4) for k, v in collapse.items()},
+            "collapse_in_melting_range": bool(collapse["p_true_below_half"] is not None
+                                              and 0.1 <= collapse["p_true_below_half"] <= 0.2),
+            "failures": sum(e is not None for e in errors),
+        }
+    results = {
+        **_header("amorphous", model, path, command, workers),
+        "seed": seed,
+        "steps": steps,
+        "realisations": realisations,
+        "definition": "sigma = L x d_nn is the standard deviation per Cartesian axis (root-mean-square 3D "
+                      "displacement sqrt(3) sigma); d_nn is the mean nearest-neighbour distance of the pristine cluster",
+        "random_stream": f"SeedSequence(seed, spawn_key=({_TAG_AMORPHOUS}, crystal, step, realisation))",
+        "max_entropy_nats": round(math.log(len(classes)), 6),
+        "lindemann": _round(lindemann),
+        "crystals": per_crystal,
+        "paper": "the confidence collapses inside L = 0.1-0.2, where melting is usually placed",
+    }
+    return _write(results, output, "amorphous", plot_amorphous, start)
+
+
+def plot_amorphous(results: dict, path: Path) -> None:
+    """Mean probability of the true class and mean normalised predictive entropy against the Lindemann parameter."""
+    plt = _pyplot()
+    x = np.asarray(results["lindemann"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, rec) in enumerate(results["crystals"].items()):
+        style = dict(color=cmap(i % 10), lw=1.4, label=f"{name} ({rec['class']})")
+        axes[0].plot(x, rec["p_true"]["mean"], "-", **style)
+        axes[1].plot(x, rec["entropy_normalised"], "-", **style)
+    for ax in axes:
+        ax.axvspan(0.1, 0.2, color="grey", alpha=0.15, lw=0, label="L = 0.1-0.2 (melting)")
+        ax.axhline(0.5, color="k", lw=0.6, ls=":")
+        ax.set_xlabel("Lindemann parameter L = σ / d_nn")
+        ax.set_xlim(x.min(), x.max())
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("mean probability of the true class")
+    axes[1].set_ylabel(f"mean predictive entropy / ln {len(results['classes'])}")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Ordered → amorphous: Gaussian displacements, {results['realisations']} realisations per point",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+#: Experiment name -> (function, one-line help).
+EXPERIMENTS: dict[str, tuple[Callable, str]] = {
+    "bcc-sc": (run_bcc_sc, "remove the body-centre atoms of a bcc cluster: when does it turn sc?"),
+    "rhombohedral": (run_rhombohedral, "sweep the hR1 (beta-Po) angle through bcc, sc and fcc"),
+    "amorphous": (run_amorphous, "Gaussian displacements up to Lindemann 0.4: where does the confidence collapse?"),
+}
+
+
+def register(subparsers) -> None:
+    """Add ``crystalface experiment bcc-sc | rhombohedral | amorphous`` to the ``experiment`` sub-parsers."""
+
+    def common(p, seed: bool = True):
+        p.add_argument("-o", "--output", default="benchmarks/experiments", help="output folder")
+        if seed:
+            p.add_argument("--seed", type=int, default=0, help="seed of the random defects")
+        p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
+        p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = subparsers.add_parser("bcc-sc", help=EXPERIMENTS["bcc-sc"][1], formatter_class=fmt,
+                              description=run_bcc_sc.__doc__.split("\n\n")[0] + " Writes bcc-sc.json and bcc-sc.png.")
+    p.add_argument("--steps", type=int, default=21, help="fractions removed, evenly from 0 to 100 %%")
+    p.add_argument("--realisations", type=int, default=30, help="random removals per fraction")
+    p.add_argument("--crystal", default="Fe", help="bcc crystal of crystalface.examples.REAL_CRYSTALS")
+    common(p)
+    p.set_defaults(func=_cmd, experiment_name="bcc-sc")
+
+    p = subparsers.add_parser("rhombohedral", help=EXPERIMENTS["rhombohedral"][1], formatter_class=fmt,
+                              description=run_rhombohedral.__doc__.split("\n\n")[0]
+                              + " Deterministic (no seed). Writes rhombohedral.json and rhombohedral.png.")
+    p.add_argument("--angles", type=int, default=161, help="evenly spaced angles from 110 to 50 degrees (special angles added)")
+    p.add_argument("--fine-halfwidth", type=float, default=3.0, help="fine scan ± this many degrees around 109.47, 90 and 60 (0: none)")
+    p.add_argument("--fine-step", type=float, default=0.05, help="step of the fine scan (degrees)")
+    common(p, seed=False)
+    p.set_defaults(func=_cmd, experiment_name="rhombohedral")
+
+    p = subparsers.add_parser("amorphous", help=EXPERIMENTS["amorphous"][1], formatter_class=fmt,
+                              description=run_amorphous.__doc__.split("\n\n")[0] + " Writes amorphous.json and amorphous.png.")
+    p.add_argument("--crystals", nargs="+", default=None, help="names from REAL_CRYSTALS (default: all eight)")
+    p.add_argument("--steps", type=int, default=41, help="Lindemann parameters, evenly from 0 to --max-lindemann")
+    p.add_argument("--max-lindemann", type=float, default=0.4)
+    p.add_argument("--realisations", type=int, default=20, help="random displacements per crystal and step")
+    common(p)
+    p.set_defaults(func=_cmd, experiment_name="amorphous")
+
+
+def _cmd(args) -> int:
+    command = shlex.join(["crystalface", *sys.argv[1:]])
+    kwargs = dict(model=args.model, output=args.output, workers=args.workers, command=command)
+    name = args.experiment_name
+    try:
+        if name == "bcc-sc":
+            r = run_bcc_sc(steps=args.steps, realisations=args.realisations, seed=args.seed, crystal=args.crystal, **kwargs)
+            print(f"crossing fraction (P(sc) > P(bcc)): {r['crossing_fraction']}  (paper: ~0.75)")
+        elif name == "rhombohedral":
+            r = run_rhombohedral(n_angles=args.angles, fine_halfwidth=args.fine_halfwidth, fine_step=args.fine_step, **kwargs)
+            for cls, w in r["windows"].items():
+                span = f"{w['min_degrees']}..{w['max_degrees']} deg, width {w['width_degrees']} deg" if w["min_degrees"] is not None else "none"
+                print(f"{cls:4s} at {w['special_degrees']:.4f} deg: label {w['label_at_special']}; window {span}")
+            print(f"beta-Po ({r['beta_po']['angle_degrees']} deg): {r['beta_po']['label']}")
+        else:
+            r = run_amorphous(crystals=args.crystals, steps=args.steps, max_lindemann=args.max_lindemann,
+                              realisations=args.realisations, seed=args.seed, **kwargs)
+            for crystal, rec in r["crystals"].items():
+                c = rec["collapse"]
+                print(f"{crystal:9s} {rec['class']:7s} P(true) < 0.5 at L = {c['p_true_below_half']}, "
+                      f"entropy > half max at L = {c['entropy_above_half_max']}")
+    except ValueError as exc:
+        print(f"crystalface: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.png')} ({r['total_seconds']:.0f} s)")
+    return 0
