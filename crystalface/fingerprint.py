@@ -278,15 +278,16 @@ def _fingerprint_batch(structures: list[Atoms], params: DF2D, order: int) -> np.
     phase_y = qx * y[..., None, :] + qz * z[..., None, :]
     col = torch.polar(torch.ones_like(phase_x), phase_x)
     row = torch.polar(torch.ones_like(phase_y), phase_y)
+    # weights of the expansion terms, (B, 6, T, 1, N): f_n times a monomial of the coordinates
     monomials = [torch.prod(r[..., list(t)], -1) if t else torch.ones_like(x) for t in _TERMS[order]]
-    weights = (w * torch.stack(monomials, -1)).to(torch.complex64)  # (B, 6, N, T)
+    weights = (w[..., 0][:, :, None, :] * torch.stack(monomials, 2))[:, :, :, None, :]
     n = params.n_pixels
-    terms = weights.shape[-1]
-    # rhs[n, (l, t)] = Y[l, n] * weight_t[n]
-    rhs = (row[..., :, :, None] * weights[..., None, :, :]).permute(0, 1, 3, 2, 4).reshape(b, 6, n_max, n * terms)
-    amp_terms = torch.matmul(col, rhs)  # (B, 6, n(cols i), n(rows l) * T)
-    amp_terms = amp_terms.reshape(b, 6, n, n, terms)  # [b, o, i(col), l(row), t]
+    terms = weights.shape[2]
+    # left[(t, l), n] = Y[l, n] * weight_t[n]: stacked along rows, so the reshape is free and one
+    # matrix product against the column factor (transposed view, no copy) gives every term
+    left = (row[:, :, None, :, :] * weights).reshape(b, 6, terms * n, n_max)
+    amp_terms = torch.matmul(left, col.transpose(-1, -2)).reshape(b, 6, terms, n, n)  # [b, o, t, row, col]
     coef = torch.from_numpy(_pixel_coefficients(params, order)).to(torch.complex64)  # (T, row, col)
-    amp = torch.einsum("boilt,tli->boli", amp_terms, coef)  # (B, 6, row, col)
+    amp = (amp_terms * coef).sum(2)  # (B, 6, row, col)
     intensity = (amp.real**2 + amp.imag**2).reshape(b, 3, 2, n, n).sum(2)
     return _finish(intensity.double().numpy(), params)
