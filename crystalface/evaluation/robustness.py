@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import platform
 import shlex
@@ -269,6 +270,21 @@ def score(true: Sequence[str], predicted: Sequence[str | None], classes: Sequenc
 # Baselines
 
 
+class _DropMoyoSupercellNote(logging.Filter):
+    """moyo warns (through Python logging, logger "moyo") on every supercell input that some primitive
+    operations are not integer in the input basis. The baseline cells here are supercells by design and
+    the space group is unaffected, so that one note would only print once per structure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "non-integer rotation matrices" not in record.getMessage()
+
+
+def _quiet_moyo() -> None:
+    logger = logging.getLogger("moyo")
+    if not any(isinstance(f, _DropMoyoSupercellNote) for f in logger.filters):
+        logger.addFilter(_DropMoyoSupercellNote())
+
+
 def baseline_space_group(atoms: Atoms, method: str) -> int | None:
     """Space-group number a symmetry finder (:data:`BASELINES`) assigns a periodic structure, or None.
 
@@ -300,6 +316,7 @@ def baseline_space_group(atoms: Atoms, method: str) -> int | None:
             return None if dataset is None else int(dataset.number)
         import moyopy
 
+        _quiet_moyo()
         cell = moyopy.Cell(lattice.tolist(), frac.tolist(), numbers.tolist())
         kwargs = {} if angle is None else {"angle_tolerance": np.radians(angle)}
         return int(moyopy.MoyoDataset(cell, symprec=symprec, **kwargs).number)
@@ -387,8 +404,13 @@ def _sha256(path: Path) -> str:
 def _model_summary(model, path: Path | None) -> dict:
     card = model.card
     dataset = card.get("dataset") or {}
+    shown = path
+    if path is not None:
+        package = Path(__file__).resolve().parents[1]
+        if path.resolve().is_relative_to(package):
+            shown = Path("crystalface") / path.resolve().relative_to(package)  # the shipped model, machine-independent
     return {
-        "file": str(path) if path else None,
+        "file": str(shown) if shown else None,
         "sha256": _sha256(path) if path and path.is_file() else card.get("weights_sha256"),
         "validation_accuracy": card.get("validation_accuracy"),
         "dataset_seed": dataset.get("seed"),
