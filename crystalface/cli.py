@@ -15,20 +15,22 @@ __all__ = ["main"]
 _CHUNK = 256  # structures classified together: one network batch, bounded memory
 
 
-def _print_table_row(cells, widths, file=sys.stdout):
-    print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip(), file=file, flush=True)
+def _print_table_row(cells, widths, file=None):
+    print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip(), file=file or sys.stdout, flush=True)
 
 
 def cmd_classify(args) -> int:
-    from .classify import classify
+    import warnings
+
+    from .classify import Prediction, classify
     from .io import read_structures
     from .model import load_model
 
     model = load_model(args.model)
     entries = read_structures(args.files, index=args.index, format=args.format)
-    widths = (40, 6, 8, 12, 18)
+    widths = (40, 6, 8, 12, 18, 20)
     if not args.json:
-        _print_table_row(("source", "frame", "class", "probability", "runner-up"), widths)
+        _print_table_row(("source", "frame", "class", "probability", "runner-up", "score"), widths)
     failures = []
     total = 0
 
@@ -43,28 +45,34 @@ def cmd_classify(args) -> int:
             else:
                 ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
                 runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
-                _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner), widths)
+                score = f"{p.score:.3f}" + ("" if p.confident else " not confident")
+                _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner, score), widths)
+
+    def predict(batch):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return classify(batch, model=model, workers=args.workers)
+            except Exception as exc:  # noqa: BLE001 - a bug hit by one structure must not stop the batch
+                if len(batch) > 1:  # find the structure(s) that fail: one at a time
+                    return [p for atoms in batch for p in predict([atoms])]
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                info = batch[0].info
+                return [Prediction(label=None, source=info.get("source"), index=info.get("index"),
+                                   error=f"internal error: {type(exc).__name__}: {reason}".rstrip(": "))]
 
     batch = []
-    import warnings
-
     for entry in entries:
         total += 1
         if entry.error is not None:
-            from .classify import Prediction
-
             emit([Prediction(label=None, source=entry.source, index=entry.index, error=entry.error)])
             continue
         batch.append(entry.atoms)
         if len(batch) == _CHUNK:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                emit(classify(batch, model=model, workers=args.workers))
+            emit(predict(batch))
             batch = []
     if batch:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            emit(classify(batch, model=model, workers=args.workers))
+        emit(predict(batch))
     if failures:
         print(f"crystalface: {len(failures)} of {total} structures could not be classified:", file=sys.stderr)
         for p in failures:

@@ -58,9 +58,11 @@ def test_the_cell_choice_does_not_change_the_class(model, name, defect):
         "conventional": crystal.conventional(),
         "supercell 2x3x4": crystal.conventional().repeat((2, 3, 4)),
     }
-    structures = [random_rotation(_defective(a, defect, seed=k), seed=k) for k, a in enumerate(choices.values())]
-    if defect != "pristine":
-        # vacancies need room: a 25 % vacant primitive cell of one atom is not a crystal
+    if defect == "pristine":
+        structures = [random_rotation(a, seed=k) for k, a in enumerate(choices.values())]
+    else:
+        # vacancies need room: each cell choice is repeated to ~256 atoms (differently shaped
+        # supercells of the three cells) before a quarter of its atoms are removed
         structures = [random_rotation(_defective(supercell_near(a, 256), defect, seed=k), seed=k)
                       for k, a in enumerate(choices.values())]
     labels = [p.label for p in classify(structures, model=model)]
@@ -74,7 +76,8 @@ def test_single_structure_gives_a_prediction_with_every_class(model):
     assert list(p.probabilities) == list(model.classes)
     assert np.isclose(sum(p.probabilities.values()), 1.0, atol=1e-5)
     record = p.to_dict()
-    assert set(record) == {"source", "index", "label", "probabilities"}
+    assert set(record) == {"source", "index", "label", "confident", "score", "probabilities"}
+    assert record["confident"] is True and 0.5 <= record["score"] <= 1
 
 
 def test_a_failing_structure_does_not_stop_the_batch(model):

@@ -11,24 +11,14 @@ __all__ = ["register_benchmarks", "register_experiments"]
 
 
 def register_benchmarks(subparsers) -> None:
-    """Add the ``crystalface benchmark`` sub-commands (each module adds its own)."""
-    import importlib
+    """Add the ``crystalface benchmark`` sub-commands."""
+    from . import robustness
 
-    for name in ("robustness",):
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError:
-            continue
-        module.register(subparsers)
+    robustness.register(subparsers)
 
 
 def register_experiments(subparsers) -> None:
-    """Add the ``crystalface experiment`` sub-commands (each module adds its own)."""
-    import importlib
+    """Add the ``crystalface experiment`` sub-commands."""
+    from . import transitions
 
-    for name in ("transitions",):
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError:
-            continue
-        module.register(subparsers)
+    transitions.register(subparsers)

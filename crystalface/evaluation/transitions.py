@@ -23,7 +23,6 @@ that produced them) and ``<output>/<name>.png``. Run them as ``crystalface exper
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -47,7 +46,8 @@ from ..defects import displace
 from ..scaling import nearest_neighbour_distance
 
 __all__ = [
-    "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "first_crossing", "rhombohedral_lattice",
+    "BCC_SC_FRAMES", "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "first_crossing", "remove_body_centres",
+    "rhombohedral_lattice",
     "run_bcc_sc", "run_rhombohedral", "run_amorphous", "register",
 ]
 
@@ -61,6 +61,9 @@ SPECIAL_ANGLES: dict[str, float] = {
 _TAG_BCC_SC, _TAG_AMORPHOUS = 0xBCC, 0xA30
 #: Structures per work unit: one batched fingerprint and one forward pass.
 _CHUNK = 32
+#: One colour per class in every plot.
+_COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "diam": "tab:purple",
+            "fcc": "tab:green", "hex/rh": "tab:orange", "sc": "tab:red"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +159,17 @@ def _resolve_model(model):
     return load_model(path), path.with_suffix(".safetensors")
 
 
+def _model_file(path: Path | None) -> str | None:
+    """The weights file as recorded in results: the shipped model by its package path, not this machine's."""
+    from ..model import _default_path
+
+    if path is None:
+        return None
+    if path.resolve() == _default_path().resolve():
+        return f"crystalface/models/{path.name} (shipped)"
+    return str(path)
+
+
 def _header(name: str, model, path: Path | None, command: str | None, workers: int) -> dict:
     import torch
 
@@ -172,7 +186,7 @@ def _header(name: str, model, path: Path | None, command: str | None, workers: i
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {
-            "file": str(path) if path else None,
+            "file": _model_file(path),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else card.get("weights_sha256"),
             "validation_accuracy": card.get("validation_accuracy"),
             "trained_on": card.get("trained_on"),
@@ -239,6 +253,26 @@ def _crystal(name: str):
 # ---------------------------------------------------------------------------------------------
 # bcc -> sc
 
+def _cubic_axes(cluster: Atoms) -> tuple[int, np.ndarray]:
+    """Centre atom of a bcc cluster and its cubic axes (rows, length a) from its six second neighbours."""
+    positions = cluster.positions
+    centre = int(np.argmin(np.linalg.norm(positions, axis=1)))
+    r = positions - positions[centre]
+    dist = np.linalg.norm(r, axis=1)
+    nn = dist[dist > 1e-8].min()
+    a = 2.0 * nn / math.sqrt(3.0)
+    second = np.flatnonzero(np.abs(dist - a) < 0.02 * a)
+    if len(second) != 6:
+        raise ValueError(f"not a bcc cluster: the centre atom has {len(second)} second neighbours at 2/sqrt(3) x "
+                         f"the nearest-neighbour distance, expected 6")
+    v1 = r[second[0]]
+    orthogonal = [r[j] for j in second[1:] if abs(r[j] @ v1) < 0.05 * a * a]
+    if not orthogonal:
+        raise ValueError("not a bcc cluster: no two second neighbours are at right angles")
+    v2 = orthogonal[0]
+    return centre, np.vstack([v1, v2, np.cross(v1, v2) / a])
+
+
 def body_centre_mask(cluster: Atoms, tol: float = 0.1) -> np.ndarray:
     """Which atoms of a bcc cluster sit at the body centres of the cubic cells whose corners hold its centre atom.
 
@@ -265,25 +299,10 @@ def body_centre_mask(cluster: Atoms, tol: float = 0.1) -> np.ndarray:
     >>> c = Descriptor().cluster(bulk("Fe", "bcc", a=2.87))
     >>> mask = body_centre_mask(c)
     >>> len(c), int(mask.sum())
-    (259, 128)
+    (259, 136)
     """
-    positions = cluster.positions
-    centre = int(np.argmin(np.linalg.norm(positions, axis=1)))
-    r = positions - positions[centre]
-    dist = np.linalg.norm(r, axis=1)
-    nn = dist[dist > 1e-8].min()
-    a = 2.0 * nn / math.sqrt(3.0)
-    second = np.flatnonzero(np.abs(dist - a) < 0.02 * a)
-    if len(second) != 6:
-        raise ValueError(f"not a bcc cluster: the centre atom has {len(second)} second neighbours at 2/sqrt(3) x "
-                         f"the nearest-neighbour distance, expected 6")
-    v1 = r[second[0]]
-    orthogonal = [r[j] for j in second[1:] if abs(r[j] @ v1) < 0.05 * a * a]
-    if not orthogonal:
-        raise ValueError("not a bcc cluster: no two second neighbours are at right angles")
-    v2 = orthogonal[0]
-    v3 = np.cross(v1, v2) / a
-    twice = 2.0 * r @ np.linalg.inv(np.vstack([v1, v2, v3]))
+    centre, axes = _cubic_axes(cluster)
+    twice = 2.0 * (cluster.positions - cluster.positions[centre]) @ np.linalg.inv(axes)
     nearest = np.round(twice)
     if np.abs(twice - nearest).max() > tol:
         raise ValueError("not a bcc cluster: some atoms are off the bcc lattice")
@@ -293,13 +312,87 @@ def body_centre_mask(cluster: Atoms, tol: float = 0.1) -> np.ndarray:
     return odd.all(axis=1)
 
 
-def _remove_body_centres(base, item, descriptor) -> Atoms:
-    cluster, body_centres = base
-    n_remove, seed, key = item
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-    removed = rng.choice(body_centres, size=n_remove, replace=False)
-    keep = np.setdiff1d(np.arange(len(cluster)), removed)
-    return cluster[keep]
+def remove_body_centres(atoms: Atoms, body_centres: Sequence[int], fraction: float,
+                        seed: int | np.random.Generator | None = 0) -> Atoms:
+    """Remove ``round(fraction x len(body_centres))`` of the atoms ``body_centres`` at random; a new structure.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from crystalface import Descriptor
+    >>> c = Descriptor().cluster(bulk("Fe", "bcc", a=2.87))
+    >>> len(remove_body_centres(c, np.flatnonzero(body_centre_mask(c)), 1.0))
+    123
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    body_centres = np.asarray(body_centres, dtype=int)
+    rng = np.random.default_rng(seed)
+    removed = rng.choice(body_centres, size=int(round(fraction * len(body_centres))), replace=False)
+    return atoms[np.setdiff1d(np.arange(len(atoms)), removed)]
+
+
+#: How the defective structures of the bcc -> sc path meet the pipeline (see :func:`run_bcc_sc`).
+BCC_SC_FRAMES: dict[str, str] = {
+    "bcc": "the pristine bcc ball cluster in bcc's standard frame (SPEC steps 2-3), atoms removed from that "
+           "cluster (step 4); the frame stays bcc's to the end",
+    "cubic": "the same clusters rotated into the standard frame of their simple-cubic sublattice, the frame "
+             "the pipeline gives the end point (pristine sc)",
+    "periodic": "a periodic 5x5x5 cubic supercell (250 atoms) with the body centres removed, then the whole "
+                "pipeline: standard_cell decides the frame from the defective structure's translations, and "
+                "the ~256-atom ball is cut from the supercell repeated (the vacancies repeat every 5 a)",
+}
+
+
+def _remove_from(base, item, descriptor) -> Atoms:
+    atoms, body_centres, periodic = base
+    fraction, seed, key = item
+    out = remove_body_centres(atoms, body_centres, fraction, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key)))
+    return descriptor.cluster(out) if periodic else out
+
+
+def _margin(mean: np.ndarray, k: int) -> np.ndarray:
+    """P(class k) minus the largest probability of the other classes, per row: > 0 where k is the label."""
+    return mean[:, k] - np.delete(mean, k, axis=1).max(axis=1)
+
+
+def _label_until(x: np.ndarray, mean: np.ndarray, k: int) -> float | None:
+    """Where class k, the label at x[0], first stops being the label (interpolated); None if it is not the label at x[0]."""
+    margin = _margin(mean, k)
+    return None if margin[0] <= 0 else first_crossing(x, -margin)
+
+
+def _label_from(x: np.ndarray, mean: np.ndarray, k: int) -> float | None:
+    """Where class k becomes the label for good, up to x[-1] (interpolated); None if it is not the label at x[-1]."""
+    margin = _margin(mean, k)
+    if margin[-1] <= 0:
+        return None
+    i = int(np.flatnonzero(margin <= 0)[-1]) if np.any(margin <= 0) else -1
+    if i < 0:
+        return float(x[0])
+    return float(x[i] + (x[i + 1] - x[i]) * (0 - margin[i]) / (margin[i + 1] - margin[i]))
+
+
+def _bcc_sc_bases(source, descriptor, frames: Sequence[str]) -> dict:
+    """Per frame: (structure, indices of its body-centre atoms, periodic?)."""
+    from ..cell import standard_orientation
+
+    cluster = descriptor.cluster(source.primitive())
+    bases = {}
+    if "bcc" in frames or "cubic" in frames:
+        mask = body_centre_mask(cluster)
+        bases["bcc"] = (cluster, np.flatnonzero(mask), False)
+        _, axes = _cubic_axes(cluster)
+        _, rotation = standard_orientation(axes)
+        cubic = cluster.copy()
+        cubic.positions = cluster.positions @ rotation
+        bases["cubic"] = (cubic, np.flatnonzero(mask), False)
+    if "periodic" in frames:
+        supercell = source.conventional().repeat(5)
+        frac = (supercell.get_scaled_positions() * 5) % 1.0
+        centres = np.flatnonzero(np.all(np.abs(frac - 0.5) < 1e-6, axis=1))
+        bases["periodic"] = (supercell, centres, True)
+    return {f: bases[f] for f in frames}
 
 
 def run_bcc_sc(
@@ -307,13 +400,21 @@ def run_bcc_sc(
     realisations: int = 30,
     seed: int = 0,
     crystal: str = "Fe",
+    frames: Sequence[str] = tuple(BCC_SC_FRAMES),
     model=None,
     output: str | Path | None = "benchmarks/experiments",
     workers: int | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
-    """bcc -> sc: remove a growing fraction of the body-centre atoms of a bcc cluster at random.
+    """bcc -> sc: remove a growing fraction of the body-centre atoms of a bcc crystal at random.
+
+    The DF-2D fingerprint depends on the orientation of the cluster, and the standard frame of bcc
+    (its Niggli-reduced primitive cell) is not that of sc (the cube), so the path is run in each
+    of :data:`BCC_SC_FRAMES`: ``bcc`` (the issue's: the bcc cluster, fixed frame), ``cubic`` (the
+    same clusters in the sc end point's frame) and ``periodic`` (a periodic supercell through the
+    whole pipeline, which picks the frame itself). The same removals (same seeds) are made in the
+    ``bcc`` and ``cubic`` frames.
 
     Parameters
     ----------
@@ -325,6 +426,8 @@ def run_bcc_sc(
         Seed of the removals.
     crystal
         A bcc crystal of :data:`crystalface.examples.REAL_CRYSTALS` (default Fe, a = 2.8665 Å).
+    frames
+        Any of :data:`BCC_SC_FRAMES` (default all three).
     model
         A :class:`crystalface.Model`, a path to its ``.safetensors`` file, or None for the shipped model.
     output
@@ -335,79 +438,94 @@ def run_bcc_sc(
     Returns
     -------
     dict
-        The content of bcc-sc.json: ``fractions``, ``n_removed``, ``probabilities`` (per class ``mean``,
-        ``std``, ``label_fraction`` per step), ``crossing_fraction`` (where P(sc) first exceeds P(bcc),
-        interpolated; None if never) and the cluster's atom counts.
+        The content of bcc-sc.json: ``fractions`` and, per frame in ``frames``, ``n_removed``,
+        ``probabilities`` (per class ``mean``, ``std``, ``label_fraction`` per step), ``crossing_fraction``
+        (where P(sc) first exceeds P(bcc), interpolated; None if never), ``bcc_until`` (where bcc stops
+        being the label of the mean probabilities), ``sc_from`` (where sc becomes the label for good),
+        ``label_at`` and atom counts; ``crossing_fraction`` collects the crossings of every frame.
 
     Examples
     --------
-    >>> run_bcc_sc(steps=3, realisations=2, output=None, workers=1, progress=False)["n_removed"]  # doctest: +SKIP
-    [0, 64, 128]
+    >>> r = run_bcc_sc(steps=3, realisations=2, frames=["bcc"], output=None, workers=1, progress=False)  # doctest: +SKIP
+    >>> r["frames"]["bcc"]["n_removed"]  # doctest: +SKIP
+    [0, 68, 136]
     """
     start = time.perf_counter()
     if steps < 2 or realisations < 1:
         raise ValueError(f"need steps >= 2 and realisations >= 1, got {steps}, {realisations}")
-    model, path = _resolve_model(model)
-    workers = _workers(workers)
+    frames = list(dict.fromkeys(frames))
+    if not frames or any(f not in BCC_SC_FRAMES for f in frames):
+        raise ValueError(f"frames must be a non-empty subset of {list(BCC_SC_FRAMES)}, got {frames}")
     source = _crystal(crystal)
     if source.label != "bcc":
         raise ValueError(f"crystal {crystal!r} is {source.label}, not bcc")
-    cluster = model.descriptor.cluster(source.primitive())
-    mask = body_centre_mask(cluster)
-    body_centres = np.flatnonzero(mask)
-    fractions = np.linspace(0.0, 1.0, steps)
-    n_removed = [int(round(f * len(body_centres))) for f in fractions]
-    items = [(n, seed, (_TAG_BCC_SC, s, r)) for s, n in enumerate(n_removed) for r in range(realisations)]
-    proba, errors = _classify(model, _remove_body_centres, (cluster, body_centres), items, workers, progress, "bcc -> sc")
-    proba = proba.reshape(steps, realisations, -1)
+    model, path = _resolve_model(model)
+    workers = _workers(workers)
     classes = model.classes
-    summary = _summary(proba, classes)
-    mean = np.nanmean(proba, axis=1)
-    crossing = first_crossing(fractions, mean[:, classes.index("sc")] - mean[:, classes.index("bcc")])
+    fractions = np.linspace(0.0, 1.0, steps)
+    items = [(float(f), seed, (_TAG_BCC_SC, s, r)) for s, f in enumerate(fractions) for r in range(realisations)]
+    records = {}
+    for frame, base in _bcc_sc_bases(source, model.descriptor, frames).items():
+        proba, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
+        proba = proba.reshape(steps, realisations, -1)
+        mean = np.nanmean(proba, axis=1)
+        atoms, centres, _ = base
+        records[frame] = {
+            "description": BCC_SC_FRAMES[frame],
+            "atoms": len(atoms),
+            "body_centre_atoms": len(centres),
+            "n_removed": [int(round(f * len(centres))) for f in fractions],
+            "probabilities": _summary(proba, classes),
+            "crossing_fraction": _round(first_crossing(fractions, mean[:, classes.index("sc")] - mean[:, classes.index("bcc")]), 4),
+            "bcc_until": _round(_label_until(fractions, mean, classes.index("bcc")), 4),
+            "sc_from": _round(_label_from(fractions, mean, classes.index("sc")), 4),
+            "label_at": {f"{100 * f:g}%": classes[int(np.argmax(m))] for f, m in zip(fractions, mean)},
+            "failures": sum(e is not None for e in errors),
+        }
     results = {
         **_header("bcc-sc", model, path, command, workers),
         "seed": seed,
         "crystal": {"name": source.name, "symbol": source.symbol, "cellpar": list(source.cellpar)},
-        "cluster_atoms": len(cluster),
-        "body_centre_atoms": int(mask.sum()),
-        "corner_atoms": int((~mask).sum()),
         "steps": steps,
         "realisations": realisations,
         "random_stream": f"SeedSequence(seed, spawn_key=({_TAG_BCC_SC}, step, realisation))",
         "fractions": _round(fractions),
-        "n_removed": n_removed,
-        "probabilities": summary,
-        "crossing_fraction": _round(crossing, 4),
-        "label_at": {f"{100 * f:g}%": classes[int(np.argmax(m))] for f, m in zip(fractions, mean)},
+        "crossing_fraction": {frame: rec["crossing_fraction"] for frame, rec in records.items()},
+        "bcc_until": {frame: rec["bcc_until"] for frame, rec in records.items()},
+        "sc_from": {frame: rec["sc_from"] for frame, rec in records.items()},
         "paper_crossing_fraction": 0.75,
-        "failures": sum(e is not None for e in errors),
+        "frames": records,
     }
     return _write(results, output, "bcc-sc", plot_bcc_sc, start)
 
 
 def plot_bcc_sc(results: dict, path: Path) -> None:
-    """P(bcc) and P(sc) (mean ± std over realisations) against the fraction of body-centre atoms removed."""
+    """P(bcc) and P(sc) (mean ± std over realisations) against the fraction of body-centre atoms removed, per frame."""
     plt = _pyplot()
     x = 100 * np.asarray(results["fractions"])
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    p = results["probabilities"]
-    for cls, colour in (("bcc", "tab:blue"), ("sc", "tab:red")):
-        m, s = np.asarray(p["mean"][cls], float), np.asarray(p["std"][cls], float)
-        ax.plot(x, m, "o-", color=colour, label=f"P({cls})", ms=4)
-        ax.fill_between(x, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=colour, alpha=0.2, lw=0)
-    others = [c for c in results["classes"] if c not in ("bcc", "sc")]
-    rest = np.sum([np.asarray(p["mean"][c], float) for c in others], axis=0)
-    ax.plot(x, rest, ":", color="grey", label="other classes")
-    if results["crossing_fraction"] is not None:
-        ax.axvline(100 * results["crossing_fraction"], color="k", lw=0.8, ls="--",
-                   label=f"crossing {100 * results['crossing_fraction']:.1f} %")
-    ax.axvline(75, color="tab:green", lw=0.8, ls=":", label="paper: ~75 %")
-    ax.set_xlabel("body-centre atoms removed (%)")
-    ax.set_ylabel("probability")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"bcc → sc: {results['crystal']['name']} cluster of {results['cluster_atoms']} atoms, "
-                 f"{results['realisations']} realisations per step", fontsize=9)
-    ax.legend(fontsize=8, loc="center left")
+    frames = results["frames"]
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 4.0), squeeze=False, sharey=True)
+    for ax, (frame, rec) in zip(axes[0], frames.items()):
+        p = rec["probabilities"]
+        for cls in ("bcc", "sc"):
+            m, s = np.asarray(p["mean"][cls], float), np.asarray(p["std"][cls], float)
+            ax.plot(x, m, "o-", color=_COLOURS[cls], label=f"P({cls})", ms=3.5)
+            ax.fill_between(x, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=_COLOURS[cls], alpha=0.2, lw=0)
+        for cls in results["classes"]:
+            if cls not in ("bcc", "sc"):  # the classes the path wanders through, named only where they matter
+                big = max(p["mean"][cls]) > 0.2
+                ax.plot(x, p["mean"][cls], "--", color=_COLOURS.get(cls, "grey"), lw=1, label=f"P({cls})" if big else None)
+        if rec["crossing_fraction"] is not None:
+            ax.axvline(100 * rec["crossing_fraction"], color="k", lw=0.8, ls="--",
+                       label=f"P(sc) > P(bcc) at {100 * rec['crossing_fraction']:.1f} %")
+        ax.axvspan(74, 76, color="k", alpha=0.08, lw=0, label="paper: ~75 %")
+        ax.set_xlabel("body-centre atoms removed (%)")
+        ax.set_title(f"{frame} frame ({rec['atoms']} atoms, {rec['body_centre_atoms']} body centres)", fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, loc="center left")
+    axes[0, 0].set_ylabel("mean probability")
+    fig.suptitle(f"bcc → sc ({results['crystal']['name']}), {results['realisations']} random removals per step; "
+                 "model trained on pristine structures only", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -565,18 +683,19 @@ def run_rhombohedral(
     windows = {cls: _window(merged_angles, merged_labels, cls, centre) for cls, centre in SPECIAL_ANGLES.items()}
     i_beta = int(np.argmin(np.abs(coarse - beta_po)))
     elsewhere = [lab for a, lab in zip(merged_angles, merged_labels)
-                 if not any(w["min_degrees"] is not None and w["min_degrees"] <= a <= w["max_degrees"] for w in windows.values())]
+                 if not any(w["min_degrees"] is not None and w["min_degrees"] - 1e-5 <= a <= w["max_degrees"] + 1e-5
+                            for w in windows.values())]  # the window edges are rounded to 1e-6 degrees
     results = {
         **_header("rhombohedral", model, path, command, workers),
         "prototype": {"name": "hR1", "aflow": PROTOTYPES["hR1"].aflow, "symbol": "Po", "nn_distance_angstrom": 3.0},
         "n_angles": n_angles,
         "fine_halfwidth_degrees": fine_halfwidth,
         "fine_step_degrees": fine_step,
-        "special_angles_degrees": {**{c: round(a, 7) for c, a in SPECIAL_ANGLES.items()}, "beta-Po": round(beta_po, 4)},
+        "special_angles_degrees": {**{c: round(a, 7) for c, a in SPECIAL_ANGLES.items()}, "beta-Po": round(beta_po, 7)},
         "coarse": scan(coarse, proba[:n_coarse], labels[:n_coarse]),
         "fine": result_fine,
         "windows": windows,
-        "beta_po": {"angle_degrees": round(beta_po, 4), "label": labels[i_beta],
+        "beta_po": {"angle_degrees": round(beta_po, 7), "label": labels[i_beta],
                     "probabilities": {c: _round(proba[i_beta, k]) for k, c in enumerate(classes)}},
         "hex_rh_fraction_outside_windows": _round(np.mean([lab == "hex/rh" for lab in elsewhere]) if elsewhere else np.nan, 4),
         "runs": _runs(merged_angles, merged_labels),
@@ -584,10 +703,6 @@ def run_rhombohedral(
         "failures": sum(e is not None for e in errors),
     }
     return _write(results, output, "rhombohedral", plot_rhombohedral, start)
-
-
-_COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "diam": "tab:purple",
-            "fcc": "tab:green", "hex/rh": "tab:orange", "sc": "tab:red"}
 
 
 def plot_rhombohedral(results: dict, path: Path) -> None:
@@ -789,36 +904,39 @@ def register(subparsers) -> None:
     """Add ``crystalface experiment bcc-sc | rhombohedral | amorphous`` to the ``experiment`` sub-parsers."""
 
     def common(p, seed: bool = True):
-        p.add_argument("-o", "--output", default="benchmarks/experiments", help="output folder")
+        p.add_argument("-o", "--output", default="benchmarks/experiments", help="output folder (default benchmarks/experiments)")
         if seed:
-            p.add_argument("--seed", type=int, default=0, help="seed of the random defects")
+            p.add_argument("--seed", type=int, default=0, help="seed of the random defects (default 0)")
         p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
         p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = subparsers.add_parser("bcc-sc", help=EXPERIMENTS["bcc-sc"][1], formatter_class=fmt,
+    p = subparsers.add_parser("bcc-sc", help=EXPERIMENTS["bcc-sc"][1],
                               description=run_bcc_sc.__doc__.split("\n\n")[0] + " Writes bcc-sc.json and bcc-sc.png.")
-    p.add_argument("--steps", type=int, default=21, help="fractions removed, evenly from 0 to 100 %%")
-    p.add_argument("--realisations", type=int, default=30, help="random removals per fraction")
-    p.add_argument("--crystal", default="Fe", help="bcc crystal of crystalface.examples.REAL_CRYSTALS")
+    p.add_argument("--steps", type=int, default=21, help="fractions removed, evenly from 0 to 100 %% (default 21)")
+    p.add_argument("--realisations", type=int, default=30, help="random removals per fraction (default 30)")
+    p.add_argument("--crystal", default="Fe", help="bcc crystal of crystalface.examples.REAL_CRYSTALS (default Fe)")
+    p.add_argument("--frames", nargs="+", default=list(BCC_SC_FRAMES), choices=list(BCC_SC_FRAMES),
+                   help="orientations of the path (default all; see the module docs)")
     common(p)
     p.set_defaults(func=_cmd, experiment_name="bcc-sc")
 
-    p = subparsers.add_parser("rhombohedral", help=EXPERIMENTS["rhombohedral"][1], formatter_class=fmt,
+    p = subparsers.add_parser("rhombohedral", help=EXPERIMENTS["rhombohedral"][1],
                               description=run_rhombohedral.__doc__.split("\n\n")[0]
                               + " Deterministic (no seed). Writes rhombohedral.json and rhombohedral.png.")
-    p.add_argument("--angles", type=int, default=161, help="evenly spaced angles from 110 to 50 degrees (special angles added)")
-    p.add_argument("--fine-halfwidth", type=float, default=3.0, help="fine scan ± this many degrees around 109.47, 90 and 60 (0: none)")
-    p.add_argument("--fine-step", type=float, default=0.05, help="step of the fine scan (degrees)")
+    p.add_argument("--angles", type=int, default=161,
+                   help="evenly spaced angles from 110 to 50 degrees, the special angles added (default 161)")
+    p.add_argument("--fine-halfwidth", type=float, default=3.0,
+                   help="fine scan of ± this many degrees around 109.47, 90 and 60; 0: none (default 3)")
+    p.add_argument("--fine-step", type=float, default=0.05, help="step of the fine scan in degrees (default 0.05)")
     common(p, seed=False)
     p.set_defaults(func=_cmd, experiment_name="rhombohedral")
 
-    p = subparsers.add_parser("amorphous", help=EXPERIMENTS["amorphous"][1], formatter_class=fmt,
+    p = subparsers.add_parser("amorphous", help=EXPERIMENTS["amorphous"][1],
                               description=run_amorphous.__doc__.split("\n\n")[0] + " Writes amorphous.json and amorphous.png.")
     p.add_argument("--crystals", nargs="+", default=None, help="names from REAL_CRYSTALS (default: all eight)")
-    p.add_argument("--steps", type=int, default=41, help="Lindemann parameters, evenly from 0 to --max-lindemann")
-    p.add_argument("--max-lindemann", type=float, default=0.4)
-    p.add_argument("--realisations", type=int, default=20, help="random displacements per crystal and step")
+    p.add_argument("--steps", type=int, default=41, help="Lindemann parameters, evenly from 0 to --max-lindemann (default 41)")
+    p.add_argument("--max-lindemann", type=float, default=0.4, help="largest sigma / d_nn (default 0.4)")
+    p.add_argument("--realisations", type=int, default=20, help="random displacements per crystal and step (default 20)")
     common(p)
     p.set_defaults(func=_cmd, experiment_name="amorphous")
 
@@ -829,8 +947,12 @@ def _cmd(args) -> int:
     name = args.experiment_name
     try:
         if name == "bcc-sc":
-            r = run_bcc_sc(steps=args.steps, realisations=args.realisations, seed=args.seed, crystal=args.crystal, **kwargs)
-            print(f"crossing fraction (P(sc) > P(bcc)): {r['crossing_fraction']}  (paper: ~0.75)")
+            r = run_bcc_sc(steps=args.steps, realisations=args.realisations, seed=args.seed, crystal=args.crystal,
+                           frames=args.frames, **kwargs)
+            for frame, rec in r["frames"].items():
+                labels = " ".join(f"{k}:{v}" for k, v in rec["label_at"].items())
+                print(f"{frame:8s} P(sc) > P(bcc) from {rec['crossing_fraction']}, bcc until {rec['bcc_until']}, "
+                      f"sc from {rec['sc_from']} (paper: ~0.75); labels {labels}")
         elif name == "rhombohedral":
             r = run_rhombohedral(n_angles=args.angles, fine_halfwidth=args.fine_halfwidth, fine_step=args.fine_step, **kwargs)
             for cls, w in r["windows"].items():
