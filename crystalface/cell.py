@@ -31,6 +31,8 @@ _MAX_SCORED_ATOMS = 256
 _MAX_CANDIDATES = 160
 #: Smallest fraction of atoms a translation must carry onto atoms of the same element.
 _MIN_SCORE = 0.55
+#: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
+_MIN_SEPARATION = 0.1
 
 
 class StructureError(ValueError):
@@ -54,6 +56,17 @@ def check_periodic(atoms: Atoms) -> None:
     lengths = np.linalg.norm(cell, axis=1)
     if abs(np.linalg.det(cell)) < 1e-6 * np.prod(lengths):
         raise StructureError("the lattice vectors are linearly dependent (singular cell)")
+    if np.any(atoms.numbers < 1):
+        raise StructureError(f"unknown element (atomic number 0, symbol 'X') at atom {int(np.argmin(atoms.numbers))}")
+    # atoms on the same spot would be merged into one site by the fold of standard_cell, silently
+    reduced = np.asarray(minkowski_reduce(cell)[0], dtype=float)
+    frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
+    pairs = cKDTree(frac, boxsize=1.0).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
+    diff = frac[pairs[:, 0]] - frac[pairs[:, 1]]
+    close = np.linalg.norm((diff - np.round(diff)) @ reduced, axis=1) < _MIN_SEPARATION
+    if np.any(close):
+        i, j = pairs[np.argmax(close)]
+        raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
 
 
 def _wrap(frac: np.ndarray) -> np.ndarray:

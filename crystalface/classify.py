@@ -10,6 +10,7 @@ import numpy as np
 from ase import Atoms
 
 from .cell import StructureError
+from .confidence import assess
 from .model import Model, load_model
 from .pipeline import compute_fingerprints
 
@@ -30,6 +31,12 @@ class Prediction:
         Where the structure came from (file and frame), when known.
     error : str or None
         One-line reason when the structure could not be classified.
+    confident : bool or None
+        False when the label should not be trusted: the structure is unlike every class the model
+        knows (amorphous, a molecule in a box, several elements, ...) or the network hesitates;
+        ``score >= crystalface.confidence.THRESHOLD``. None when failed.
+    score : float or None
+        Confidence score in [0, 1] (:func:`crystalface.confidence.assess`). None when failed.
     """
 
     label: str | None
@@ -37,6 +44,8 @@ class Prediction:
     source: str | None = None
     index: int | None = None
     error: str | None = None
+    confident: bool | None = None
+    score: float | None = None
 
     @property
     def probability(self) -> float:
@@ -44,12 +53,14 @@ class Prediction:
         return self.probabilities.get(self.label, 0.0) if self.label else 0.0
 
     def to_dict(self) -> dict:
-        """JSON-ready record: source, index, then label and probabilities, or error."""
+        """JSON-ready record: source, index, then label, confident, score and probabilities, or error."""
         out = {"source": self.source, "index": self.index}
         if self.error is not None:
             out["error"] = self.error
         else:
             out["label"] = self.label
+            out["confident"] = self.confident
+            out["score"] = None if self.score is None else round(float(self.score), 6)
             out["probabilities"] = {k: round(float(v), 6) for k, v in self.probabilities.items()}
         return out
 
@@ -91,21 +102,24 @@ def classify(
     images, errors = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress)
     ok = [i for i, e in enumerate(errors) if e is None]
     proba = model.predict_proba(images[ok]) if ok else np.zeros((0, len(model.classes)))
+    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d)
     classes = model.classes
     results: list[Prediction] = []
-    row = iter(proba)
+    row = iter(zip(proba, confident, scores))
     for a, err in zip(structures, errors):
         source, index = a.info.get("source"), a.info.get("index")
         if err is not None:
             results.append(Prediction(label=None, source=source, index=index, error=err))
             continue
-        p = next(row)
+        p, sure, value = next(row)
         results.append(
             Prediction(
                 label=classes[int(np.argmax(p))],
                 probabilities={c: float(v) for c, v in zip(classes, p)},
                 source=source,
                 index=index,
+                confident=bool(sure),
+                score=float(value),
             )
         )
     if single:

@@ -1,0 +1,237 @@
+"""When not to trust a label: the out-of-distribution flag of every prediction (``confident``, ``score``).
+
+A network trained on pristine crystals of seven classes gives *some* class to any input, and its
+softmax is a poor guard: amorphous structures and random gases come back with a median maximum
+probability of 0.75-0.98 depending on the model, one in twenty above 0.997 (docs/reliability.md).
+The score therefore multiplies the network's probability by two things the network cannot judge:
+
+* **Crystallinity of the fingerprint** (model-independent). A crystal diffracts into Bragg spots:
+  a few pixels carry most of the intensity (|sum_j f_j e^{iq.r_j}|^2 ~ N^2 on a spot, ~N between
+  spots). Disorder moves intensity from the spots into diffuse scattering spread over the whole
+  detector; for a fully random structure the pixel intensities follow speckle statistics and the
+  brightest 1 % of the pixels hold only ~4 % of the intensity. :func:`bragg_fraction` is that share;
+  :func:`crystallinity` maps it to [0, 1] with a logistic in its logarithm, calibrated between
+  pristine/25 %-vacancy crystals and amorphous (Lindemann >= 0.3) structures.
+* **Domain of the training set** (model-independent, on the periodic input). The model knows bulk
+  elemental solids: a structure with several elements, or with empty regions wider than twice the
+  nearest-neighbour distance (a slab, a molecule or a few atoms in a box), is outside it whatever
+  its fingerprint looks like (:func:`domain_problem`).
+
+    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain],  confident = score >= THRESHOLD
+
+The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
+``generate_structures(..., seed=2000)`` (the training set is seed 0, the robustness benchmark seed
+1000) and measured on seed 3000; numbers in docs/reliability.md and benchmarks/confidence.json.
+The Bragg-fraction constants depend on the descriptor only (they hold for the default: 256-atom
+cluster, 64 x 64 detector); the threshold was checked for the shipped model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import minkowski_reduce
+from scipy.spatial import cKDTree
+
+from .fingerprint import DF2D
+
+__all__ = [
+    "THRESHOLD", "bragg_fraction", "crystallinity", "domain_problem", "score", "vacuum_fraction", "assess",
+]
+
+#: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
+TOP_PIXELS = 0.01
+#: Bragg fraction at which :func:`crystallinity` is 0.5 (geometric middle of the calibration gap).
+BRAGG_CENTRE = 0.14
+#: Slope of :func:`crystallinity` in ln(Bragg fraction): 0.99 at the crystals' edge, 0.01 at the amorphous edge.
+BRAGG_SLOPE = 5.39
+#: A prediction is confident when its score reaches this value.
+THRESHOLD = 0.5
+#: Empty regions count from this distance to every atom, in nearest-neighbour distances.
+VACUUM_DISTANCE = 2.0
+#: Largest fraction of the cell volume allowed farther than VACUUM_DISTANCE from every atom.
+MAX_VACUUM = 0.01
+
+
+def bragg_fraction(images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
+    """Share of the diffracted intensity carried by the brightest 1 % of the detector pixels.
+
+    Invariant to the min-max normalisation of the fingerprint (a ratio of intensities). Crystals give
+    0.3-0.7 (Bragg spots), fully disordered structures ~0.04 (speckle).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Fingerprints, (3, n, n) or (B, 3, n, n), as made with ``params``.
+    params : DF2D
+        Descriptor parameters (for the detector mask).
+
+    Returns
+    -------
+    numpy.ndarray
+        One value in (0, 1] per image (a 0-d array for one image); 0 for an all-zero image.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from crystalface import Descriptor
+    >>> float(bragg_fraction(Descriptor()(bulk("Cu", "fcc", a=3.6)))) > 0.3
+    True
+    """
+    images = np.asarray(images, dtype=np.float64)
+    single = images.ndim == 3
+    batch = images[None] if single else images
+    pixels = batch[:, :, params.mask()]
+    pixels = pixels.reshape(len(batch), pixels.shape[1] * pixels.shape[2])  # (B, 3 x pixels in the mask)
+    k = max(1, int(round(TOP_PIXELS * pixels.shape[1])))
+    top = -np.partition(-pixels, k - 1, axis=1)[:, :k]
+    total = pixels.sum(axis=1)
+    out = np.where(total > 0, top.sum(axis=1) / np.where(total > 0, total, 1.0), 0.0)
+    return out[0] if single else out
+
+
+def crystallinity(bragg: np.ndarray | float) -> np.ndarray:
+    """Logistic map of the Bragg fraction to [0, 1]: 1 / (1 + (BRAGG_CENTRE / bragg) ** BRAGG_SLOPE).
+
+    Examples
+    --------
+    >>> round(float(crystallinity(0.5)), 3), round(float(crystallinity(0.04)), 3)
+    (0.999, 0.001)
+    """
+    bragg = np.maximum(np.asarray(bragg, dtype=np.float64), 1e-12)
+    return 1.0 / (1.0 + (BRAGG_CENTRE / bragg) ** BRAGG_SLOPE)
+
+
+def score(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
+    """Network-and-fingerprint part of the score: P(predicted class) x crystallinity, per structure.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        (B, n_classes) class probabilities of the fingerprints.
+    images : numpy.ndarray
+        (B, 3, n, n) fingerprints.
+    params : DF2D
+        Descriptor parameters the fingerprints were made with.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) scores in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> score(np.array([[0.9, 0.1]]), np.zeros((1, 3, 64, 64))).round(6).tolist()  # an empty image is no crystal
+    [0.0]
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return probabilities.max(axis=1) * crystallinity(bragg_fraction(images, params))
+
+
+def _periodic_nearest(tree: cKDTree, points: np.ndarray, cell: np.ndarray, k: int = 1) -> np.ndarray:
+    """Distance (Å) from each point to its k-th nearest atom over the 27 images of a reduced cell."""
+    shifts = np.array([[i, j, m] for i in (-1, 0, 1) for j in (-1, 0, 1) for m in (-1, 0, 1)]) @ cell
+    d, _ = tree.query((points[None, :, :] + shifts[:, None, :]).reshape(-1, 3), k=k)
+    d = d.reshape(len(shifts), len(points), k).transpose(1, 0, 2).reshape(len(points), -1)
+    return np.sort(d, axis=1)[:, k - 1]
+
+
+def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: int = 512, seed: int = 0) -> float:
+    """Fraction of the cell volume farther than ``distance`` nearest-neighbour distances from every atom.
+
+    Estimated on ``n_points`` fixed random points of the cell (Monte Carlo; the same points for the
+    same ``seed``). Bulk crystals, with or without vacancies or noise, have none (the largest hole of
+    the seven classes, in diamond, is one nearest-neighbour distance); a slab, a molecule or an atom
+    in a box has a lot. The nearest-neighbour distance is the median, over up to 256 atoms, of each
+    atom's distance to its nearest neighbour.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic structure (three lattice vectors), e.g. one that :func:`crystalface.cell.check_periodic` accepts.
+    distance : float
+        Threshold in nearest-neighbour distances.
+    n_points, seed : int
+        Number of Monte-Carlo points and their random seed.
+
+    Examples
+    --------
+    >>> from ase.build import bulk, fcc111
+    >>> vacuum_fraction(bulk("Si", "diamond", a=5.43))
+    0.0
+    >>> slab = fcc111("Cu", (2, 2, 4), vacuum=10.0, periodic=True)
+    >>> vacuum_fraction(slab) > 0.2
+    True
+    """
+    cell = np.asarray(minkowski_reduce(np.asarray(atoms.cell[:], dtype=float))[0], dtype=float)
+    frac = atoms.positions @ np.linalg.inv(cell)
+    positions = (frac - np.floor(frac)) @ cell
+    tree = cKDTree(positions)
+    step = max(1, len(atoms) // 256)
+    nn = _periodic_nearest(tree, positions[::step], cell, k=2)  # k=2: the atom itself comes first
+    nn_distance = float(np.median(nn))
+    points = np.random.default_rng(seed).random((n_points, 3)) @ cell
+    return float(np.mean(_periodic_nearest(tree, points, cell) > distance * nn_distance))
+
+
+def domain_problem(atoms: Atoms) -> str | None:
+    """Why a periodic structure lies outside what the model was trained on, or None.
+
+    The training set holds bulk crystals of one element. Mixed species change the scattering factors
+    in ways the network never saw (rocksalt NaCl looks like nothing it knows); empty regions wider than
+    two nearest-neighbour distances (:func:`vacuum_fraction`) mean a slab, a wire, a molecule or a few
+    atoms in a box, not a bulk crystal.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> domain_problem(bulk("Cu", "fcc", a=3.6)) is None
+    True
+    >>> domain_problem(bulk("NaCl", "rocksalt", a=5.64))
+    'more than one element (Cl, Na): the model knows elemental solids'
+    """
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    if len(symbols) > 1:
+        return f"more than one element ({', '.join(symbols)}): the model knows elemental solids"
+    vacuum = vacuum_fraction(atoms)
+    if vacuum > MAX_VACUUM:
+        return (f"{100 * vacuum:.0f} % of the cell is vacuum (farther than {VACUUM_DISTANCE:g} nearest-neighbour "
+                "distances from every atom): a slab or a molecule in a box, not a bulk crystal")
+    return None
+
+
+def assess(
+    probabilities: np.ndarray, images: np.ndarray, structures: Sequence[Atoms], params: DF2D = DF2D()
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(confident, score)`` of each prediction: the flag and the number reported with every label.
+
+    ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`], in [0, 1];
+    ``confident`` = ``score >= THRESHOLD``.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        (B, n_classes) class probabilities.
+    images : numpy.ndarray
+        (B, 3, n, n) fingerprints they were computed from.
+    structures : sequence of ase.Atoms
+        The B periodic input structures.
+    params : DF2D
+        Descriptor parameters of the fingerprints.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from crystalface import Descriptor
+    >>> cu = bulk("Cu", "fcc", a=3.6)
+    >>> confident, value = assess(np.array([[0.02, 0.98]]), Descriptor()(cu)[None], [cu])
+    >>> bool(confident[0]), round(float(value[0]), 2)
+    (True, 0.98)
+    """
+    values = score(probabilities, images, params)
+    outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
+    values = np.where(outside, 0.0, values)
+    return values >= THRESHOLD, values
