@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .network import ConvNet
@@ -32,6 +33,12 @@ class ModelError(ValueError):
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _card_digest(card: dict) -> str:
+    """SHA-256 of the card's content without its own digest (canonical JSON): edits to a card are caught."""
+    content = {k: v for k, v in card.items() if k != "card_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Model:
         save_file(state, str(path))
         card = dict(self.card)
         card["weights_sha256"] = _sha256(path)
+        card["card_sha256"] = _card_digest(card)
         path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         self.card = card
         return path
@@ -113,6 +121,8 @@ def load_model(path: str | Path | None = None, descriptor: Descriptor | None = N
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from None
+    if card.get("card_sha256") != _card_digest(card):
+        raise ModelError(f"model card {card_path} was changed after training (its SHA-256 does not match); refusing to load")
     expected = card.get("weights_sha256")
     if expected is None or _sha256(weights) != expected:
         raise ModelError(f"weights {weights} do not match the SHA-256 in their model card; refusing to load")
@@ -120,7 +130,7 @@ def load_model(path: str | Path | None = None, descriptor: Descriptor | None = N
         model_descriptor = Descriptor.from_dict(card["descriptor"])
         network = ConvNet(n_classes=len(card["classes"]), n_pixels=model_descriptor.df2d.n_pixels, **card.get("network", {}))
         network.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+    except (KeyError, TypeError, RuntimeError, ValueError, SafetensorError) as exc:
         raise ModelError(f"model {weights} cannot be loaded: {str(exc).splitlines()[0]}") from None
     if descriptor is not None and descriptor != model_descriptor:
         raise ModelError(

@@ -54,6 +54,15 @@ def test_a_model_for_other_descriptor_parameters_is_refused(model_copy):
         load_model(model_copy, descriptor=Descriptor(df2d=DF2D(wavelength=1e-11)))
 
 
+def test_an_edited_card_is_refused(model_copy):
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["descriptor"]["scaling"] = "mean"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="changed after training"):
+        load_model(model_copy)
+
+
 def test_missing_files_and_broken_cards_are_refused(model_copy, tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(tmp_path / "nothing.safetensors")
