@@ -157,7 +157,7 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     --------
     >>> from ase.build import bulk
     >>> lattice = primitive_lattice(bulk("Cu", "fcc", a=3.6, cubic=True))
-    >>> round(abs(np.linalg.det(lattice)), 3)  # a^3 / 4
+    >>> round(float(abs(np.linalg.det(lattice))), 3)  # a^3 / 4
     11.664
     """
     check_periodic(atoms)
@@ -274,7 +274,7 @@ def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     --------
     >>> from ase.build import bulk
     >>> standard, rotation = standard_orientation(bulk("Fe", "bcc", a=2.87).cell[:])
-    >>> np.allclose(standard[0, 1:], 0) and np.isclose(standard[1, 2], 0)
+    >>> bool(np.allclose(standard[0, 1:], 0) and np.isclose(standard[1, 2], 0))
     True
     """
     from ase.cell import Cell

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk  # noqa: F401  (used by the doctests)
 from ase.spacegroup import crystal
 from scipy.spatial.transform import Rotation
 

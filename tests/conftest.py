@@ -90,3 +90,11 @@ def rotated(atoms: Atoms, seed: int) -> Atoms:
 def rotate():
     """``rotate(atoms, seed)``: a randomly rotated copy."""
     return rotated
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The model shipped with the package (loaded once)."""
+    from crystalface import load_model
+
+    return load_model()

@@ -9,15 +9,12 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
-from crystalface import Prediction, StructureError, classify, displace, load_model, read_structures, vacancies
+from crystalface import Prediction, StructureError, classify, displace, read_structures, vacancies
 from crystalface.examples import REAL_CRYSTALS, random_rotation, supercell_near
 
 CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model()
 
 
 def _defective(atoms: Atoms, defect: str, seed: int) -> Atoms:

@@ -14,23 +14,13 @@ from crystalface.classes import CLASSES
 from crystalface.cli import main
 from crystalface.examples import REAL_CRYSTALS
 from crystalface.explain import class_templates, response_maps, save_templates
-from crystalface.model import Model, ModelError, load_model
+from crystalface.model import Model
 from crystalface.network import ConvNet
-from crystalface.pipeline import Descriptor
 
 CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
 FILTERS = (32, 32, 16, 16, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def model() -> Model:
-    """The shipped model if there is one, else an untrained network with a valid card (the maps' mechanics only)."""
-    try:
-        return load_model()
-    except ModelError:
-        torch.manual_seed(0)
-        card = {"classes": list(CLASSES), "descriptor": Descriptor().to_dict(), "network": {}}
-        return Model(network=ConvNet(n_classes=len(CLASSES)).eval(), card=card)
 
 
 @pytest.fixture(scope="module")

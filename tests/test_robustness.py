@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 
 from crystalface.classes import CLASSES
@@ -20,21 +19,8 @@ from crystalface.evaluation.robustness import (
     score,
 )
 from crystalface.examples import supercell_near
-from crystalface.model import Model, ModelError, load_model
-from crystalface.network import ConvNet
-from crystalface.pipeline import Descriptor
 
 
-@pytest.fixture(scope="module")
-def model() -> Model:
-    """The shipped model if there is one, else an untrained network with a valid card (harness only)."""
-    try:
-        return load_model()
-    except ModelError:
-        torch.manual_seed(0)
-        card = {"classes": list(CLASSES), "descriptor": Descriptor().to_dict(), "network": {},
-                "dataset": {"seed": 0}, "validation_accuracy": None, "trained_on": "nothing (test stub)"}
-        return Model(network=ConvNet(n_classes=len(CLASSES)).eval(), card=card)
 
 
 # --- levels -------------------------------------------------------------------------------------

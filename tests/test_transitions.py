@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 
 from crystalface.classes import CLASSES
@@ -24,8 +23,7 @@ from crystalface.evaluation.transitions import (
     run_rhombohedral,
 )
 from crystalface.examples import REAL_CRYSTALS, random_rotation
-from crystalface.model import Model, ModelError, load_model
-from crystalface.network import ConvNet
+from crystalface.model import Model
 from crystalface.pipeline import Descriptor
 from crystalface.scaling import nearest_neighbour_distance
 
@@ -33,15 +31,6 @@ CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
 A_FE = CRYSTALS["Fe"].cellpar[0]
 
 
-@pytest.fixture(scope="module")
-def model() -> Model:
-    """The shipped model if there is one, else an untrained network with a valid card (the harness only)."""
-    try:
-        return load_model()
-    except ModelError:
-        torch.manual_seed(0)
-        card = {"classes": list(CLASSES), "descriptor": Descriptor().to_dict(), "network": {}}
-        return Model(network=ConvNet(n_classes=len(CLASSES)).eval(), card=card)
 
 
 def _nn(atoms) -> float:
