@@ -94,7 +94,9 @@ def rotate():
 
 @pytest.fixture(scope="session")
 def model():
-    """The model shipped with the package (loaded once)."""
+    """The model shipped with the package, or the one CRYSTALFACE_TEST_MODEL names (loaded once)."""
+    import os
+
     from crystalface import load_model
 
-    return load_model()
+    return load_model(os.environ.get("CRYSTALFACE_TEST_MODEL"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +23,8 @@ from ase.io import write
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from crystalface import Descriptor, StructureError, classify, load_model, read_structures
+from crystalface import Descriptor, StructureError, classify, read_structures
 from crystalface.examples import REAL_CRYSTALS
-from crystalface.model import _default_path
 
 _LONG = int(os.environ.get("CRYSTALFACE_FUZZ_EXAMPLES", "0"))
 
@@ -130,12 +128,6 @@ def test_random_structures_give_a_fingerprint_or_a_structure_error(atoms):
     assert image.min() >= 0 and image.max() <= 1
 
 
-@pytest.fixture(scope="module")
-def model():
-    path = Path(os.environ.get("CRYSTALFACE_TEST_MODEL", _default_path()))
-    if not path.is_file():
-        pytest.skip(f"no trained model at {path}")
-    return load_model(path)
 
 
 @_settings(15)

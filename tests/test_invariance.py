@@ -20,13 +20,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 from ase import Atoms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from crystalface import Descriptor, classify, compute_fingerprints, load_model
+from crystalface import Descriptor, classify, compute_fingerprints
 from crystalface.examples import REAL_CRYSTALS
 from crystalface.model import _default_path
 
@@ -39,12 +38,6 @@ SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module")
-def model():
-    path = Path(os.environ.get("CRYSTALFACE_TEST_MODEL", _default_path()))
-    if not path.is_file():
-        pytest.skip(f"no trained model at {path}")
-    return load_model(path)
 
 
 @lru_cache(maxsize=None)

@@ -28,9 +28,7 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -46,6 +44,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ..cell import StructureError
+from .provenance import machine_info
 from ..classes import CLASSES, class_of_space_group
 from ..defects import displace, vacancies
 from ..scaling import nearest_neighbour_distance
@@ -421,40 +420,6 @@ def _model_summary(model, path: Path | None) -> dict:
     }
 
 
-def _machine() -> dict:
-    import torch
-
-    try:
-        import spglib
-
-        spglib_version = spglib.__version__
-    except ImportError:
-        spglib_version = None
-    try:
-        import moyopy
-
-        moyopy_version = getattr(moyopy, "__version__", "unknown")
-    except ImportError:
-        moyopy_version = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "spglib": spglib_version,
-        "moyopy": moyopy_version,
-        "commit": commit,
-    }
-
-
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -749,7 +714,7 @@ def run_robustness(
         },
         "paper": {"reference": "Ziletti et al., Nat. Commun. 9, 2775 (2018), Tables S1/S2, as restated in SPEC.md"},
         "timings": timings,
-        "machine": {**_machine(), "workers": workers},
+        "machine": {**machine_info(), "workers": workers},
         "levels": level_records,
     }
     results["total_seconds"] = round(time.perf_counter() - start, 1)

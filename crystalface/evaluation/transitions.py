@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -41,6 +40,7 @@ from ase import Atoms
 from ase.geometry import minkowski_reduce
 from tqdm.auto import tqdm
 
+from .provenance import machine_info
 from ..cell import StructureError
 from ..defects import displace
 from ..scaling import nearest_neighbour_distance
@@ -171,16 +171,8 @@ def _model_file(path: Path | None) -> str | None:
 
 
 def _header(name: str, model, path: Path | None, command: str | None, workers: int) -> dict:
-    import torch
 
     card = model.card
-    try:
-        import subprocess
-
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return {
         "experiment": name,
         "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -194,8 +186,7 @@ def _header(name: str, model, path: Path | None, command: str | None, workers: i
         },
         "classes": list(model.classes),
         "descriptor": model.descriptor.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "workers": workers, "commit": commit},
+        "machine": {**machine_info(), "workers": workers},
     }
 
 
