@@ -88,19 +88,19 @@ def _chunk_worker(args) -> tuple[np.ndarray, list[str | None]]:
 
 
 def _fingerprint_chunk(descriptor, structures, transform) -> tuple[np.ndarray, list[str | None]]:
-    clusters, errors = [], []
+    scaled, errors = [], []
     for atoms in structures:
         try:
             c = descriptor.cluster(atoms)
             if transform is not None:
                 c = transform(c)
-            scale(c, descriptor.scaling)  # validate here so a bad cluster fails alone, not its batch
-            clusters.append(c)
+            # scaled one by one, so that a bad cluster fails alone and not its whole batch
+            scaled.append(scale(c, descriptor.scaling))
             errors.append(None)
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     n = descriptor.df2d.n_pixels
-    images = descriptor.fingerprints(clusters) if clusters else np.zeros((0, 3, n, n), np.float32)
+    images = fingerprint(scaled, descriptor.df2d) if scaled else np.zeros((0, 3, n, n), np.float32)
     out = np.zeros((len(structures), 3, n, n), np.float32)
     ok = [i for i, e in enumerate(errors) if e is None]
     out[ok] = images
