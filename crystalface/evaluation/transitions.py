@@ -40,6 +40,7 @@ from ase import Atoms
 from ase.geometry import minkowski_reduce
 from tqdm.auto import tqdm
 
+from ..confidence import THRESHOLD as CONFIDENCE_THRESHOLD
 from .provenance import machine_info
 from ..cell import StructureError
 from ..defects import displace
@@ -80,11 +81,14 @@ def _init_worker(model, threads: int | None) -> None:
     _STATE["model"] = model
 
 
-def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, list[str | None]]:
+def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
 
-    Returns probabilities (len(items), n_classes), NaN where a cluster failed, and per item None or the error.
+    Returns probabilities (len(items), n_classes) and the confidence score of each prediction
+    (:func:`crystalface.confidence.score`), NaN where a cluster failed, and per item None or the error.
     """
+    from ..confidence import score as confidence_score
+
     model = _STATE["model"]
     descriptor = model.descriptor
     clusters, ok, errors = [], [], []
@@ -98,13 +102,16 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, li
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0] or type(exc).__name__)
     proba = np.full((len(items), len(model.classes)), np.nan)
+    scores = np.full(len(items), np.nan)
     if clusters:
-        proba[ok] = model.predict_proba(descriptor.fingerprints(clusters))
-    return proba, errors
+        images = descriptor.fingerprints(clusters)
+        proba[ok] = model.predict_proba(images)
+        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d)
+    return proba, scores, errors
 
 
 def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str):
-    """Probabilities (N, n_classes) and errors of the clusters ``builder(base, item)`` of every item, in order."""
+    """Probabilities (N, n_classes), confidence scores (N,) and errors of the clusters ``builder(base, item)``, in order."""
     items = list(items)
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     bar = tqdm(total=len(items), desc=desc, unit="structure", disable=not progress, leave=False)
@@ -122,7 +129,8 @@ def _classify(model, builder: Callable, base, items: Sequence, workers: int, pro
     bar.close()
     n = len(model.classes)
     proba = np.concatenate([r[0] for r in results]) if results else np.zeros((0, n))
-    return proba, [e for r in results for e in r[1]]
+    scores = np.concatenate([r[1] for r in results]) if results else np.zeros(0)
+    return proba, scores, [e for r in results for e in r[2]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +465,7 @@ def run_bcc_sc(
     items = [(float(f), seed, (_TAG_BCC_SC, s, r)) for s, f in enumerate(fractions) for r in range(realisations)]
     records = {}
     for frame, base in _bcc_sc_bases(source, model.descriptor, frames).items():
-        proba, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
+        proba, _, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
         proba = proba.reshape(steps, realisations, -1)
         mean = np.nanmean(proba, axis=1)
         atoms, centres, _ = base
@@ -655,7 +663,7 @@ def run_rhombohedral(
     beta_po = float(PROTOTYPES["hR1"].references["beta-Po"]["alpha_rh"])
     coarse, fine = _angle_grid(n_angles, fine_halfwidth, fine_step, beta_po)
     all_angles = np.concatenate([coarse, *fine.values()])
-    proba, errors = _classify(model, _rhombohedral_cluster, (3.0, "Po"), all_angles, workers, progress, "rhombohedral")
+    proba, _, errors = _classify(model, _rhombohedral_cluster, (3.0, "Po"), all_angles, workers, progress, "rhombohedral")
     labels = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "failed" for p in proba]
 
     def scan(angles, p, lab):
@@ -806,8 +814,9 @@ def run_amorphous(
         cluster = model.descriptor.cluster(source.primitive())
         d_nn = nearest_neighbour_distance(cluster, model.descriptor.scaling)
         items = [(float(L * d_nn), seed, (_TAG_AMORPHOUS, ci, s, r)) for s, L in enumerate(lindemann) for r in range(realisations)]
-        proba, errors = _classify(model, _displaced, cluster, items, workers, progress, f"amorphous {source.name}")
+        proba, scores, errors = _classify(model, _displaced, cluster, items, workers, progress, f"amorphous {source.name}")
         proba = proba.reshape(steps, realisations, -1)
+        mean_score = np.nanmean(scores.reshape(steps, realisations), axis=1)
         true = classes.index(source.label)
         with np.errstate(divide="ignore", invalid="ignore"):
             entropy = -np.nansum(np.where(proba > 0, proba * np.log(proba), 0.0), axis=2)  # nats, per realisation
@@ -820,6 +829,8 @@ def run_amorphous(
             "p_true_below_half": first_crossing(lindemann, 0.5 - np.nanmean(p_true, axis=1)),
             "accuracy_below_half": first_crossing(lindemann, 0.5 - accuracy),
             "entropy_above_half_max": first_crossing(lindemann, mean_entropy / math.log(len(classes)) - 0.5),
+            # the prediction's confidence score (crystalface.confidence): P(label) x crystallinity
+            "score_below_threshold": first_crossing(lindemann, CONFIDENCE_THRESHOLD - mean_score),
         }
         per_crystal[source.name] = {
             "class": source.label,
@@ -831,11 +842,14 @@ def run_amorphous(
             "accuracy": _round(accuracy),
             "entropy_nats": _round(mean_entropy),
             "entropy_normalised": _round(mean_entropy / math.log(len(classes))),
+            "confidence_score": _round(mean_score),
             "probabilities": {c: _round(mean_p[:, k]) for k, c in enumerate(classes)},
             "label_at": {f"{L:.2f}": classes[int(np.argmax(m))] for L, m in zip(lindemann, mean_p)},
             "collapse": {k: _round(v, 4) for k, v in collapse.items()},
             "collapse_in_melting_range": bool(collapse["p_true_below_half"] is not None
                                               and 0.1 <= collapse["p_true_below_half"] <= 0.2),
+            "confidence_collapse_in_melting_range": bool(collapse["score_below_threshold"] is not None
+                                                         and 0.1 <= collapse["score_below_threshold"] <= 0.2),
             "failures": sum(e is not None for e in errors),
         }
     results = {
