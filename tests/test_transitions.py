@@ -150,7 +150,9 @@ def test_amorphous_tiny_run(model, tmp_path):
         for key in ("class", "nn_distance_angstrom", "sigma_angstrom", "p_true", "accuracy", "entropy_nats",
                     "entropy_normalised", "probabilities", "collapse", "collapse_in_melting_range"):
             assert key in rec, key
-        assert set(rec["collapse"]) == {"p_true_below_half", "accuracy_below_half", "entropy_above_half_max"}
+        assert set(rec["collapse"]) == {"p_true_below_half", "accuracy_below_half", "entropy_above_half_max",
+                                        "score_below_threshold"}
+        assert len(rec["confidence_score"]) == 3 and rec["confidence_score"][0] > 0.5  # L = 0: a confident crystal
         assert rec["sigma_angstrom"][-1] == pytest.approx(0.4 * rec["nn_distance_angstrom"], rel=1e-5)
         # L = 0 is the pristine crystal: same probabilities as classifying it directly, no spread
         pristine = model.predict_proba(model.descriptor(CRYSTALS[name].primitive())[None])[0]
