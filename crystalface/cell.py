@@ -215,32 +215,14 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     # the structures we classify) and scores close to the best candidate; vacancies lower both
     accepted = scores >= max(_MIN_SCORE, 0.8 * best)
 
+    # lattice vectors of the cell are translations too: after the accepted ones (shortest first)
+    # they complete a basis along directions in which the cell holds a single period (a 1x1x4 cell)
     basis: list[np.ndarray] = []
-    for t in refined[accepted]:
-        if len(basis) == 0:
+    for t in [*refined[accepted], *cell[np.argsort(np.linalg.norm(cell, axis=1))]]:
+        if _independent(basis, t):
             basis.append(t)
-        elif len(basis) == 1:
-            if np.linalg.norm(np.cross(basis[0], t)) > 0.25 * np.linalg.norm(basis[0]) * np.linalg.norm(t):
-                basis.append(t)
-        else:
-            normal = np.cross(basis[0], basis[1])
-            if abs(normal @ t) > 0.25 * np.linalg.norm(normal) * np.linalg.norm(t):
-                basis.append(t)
+            if len(basis) == 3:
                 break
-    # lattice vectors of the cell are translations too; they complete a basis along directions in
-    # which the cell holds a single period (e.g. a 1 x 1 x 4 supercell)
-    for t in cell[np.argsort(np.linalg.norm(cell, axis=1))]:
-        if len(basis) == 3:
-            break
-        if len(basis) == 0:
-            basis.append(t)
-        elif len(basis) == 1:
-            if np.linalg.norm(np.cross(basis[0], t)) > 0.25 * np.linalg.norm(basis[0]) * np.linalg.norm(t):
-                basis.append(t)
-        else:
-            normal = np.cross(basis[0], basis[1])
-            if abs(normal @ t) > 0.25 * np.linalg.norm(normal) * np.linalg.norm(t):
-                basis.append(t)
     if len(basis) < 3:
         return cell
     basis_arr = np.array(basis)
@@ -257,6 +239,16 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     if len(check) and np.abs(check - np.round(check)).max() > 0.2:
         return cell
     return minkowski_reduce(primitive)[0][:]
+
+
+def _independent(basis: list[np.ndarray], t: np.ndarray) -> bool:
+    """True when ``t`` is clearly out of the line (one vector) or plane (two vectors) of ``basis``."""
+    if len(basis) == 0:
+        return True
+    if len(basis) == 1:
+        return np.linalg.norm(np.cross(basis[0], t)) > 0.25 * np.linalg.norm(basis[0]) * np.linalg.norm(t)
+    normal = np.cross(basis[0], basis[1])
+    return abs(normal @ t) > 0.25 * np.linalg.norm(normal) * np.linalg.norm(t)
 
 
 def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
