@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 __all__ = ["StructureError", "check_periodic", "primitive_lattice", "standard_cell", "standard_orientation"]
 
 #: Translations are tested on at most this many atoms of a large input (a fixed, evenly spaced subset).
-_MAX_SCORED_ATOMS = 256
+_MAX_SCORED_ATOMS = 64
 #: How many of the shortest difference vectors are tried as translations.
 _MAX_CANDIDATES = 160
 #: Smallest fraction of atoms a translation must carry onto atoms of the same element.
@@ -111,6 +111,17 @@ class _PeriodicSearch:
         return dist[rows, best], self.index[z][jj[rows, best]], diff[rows, best] @ self.cell
 
 
+def _scored_atoms(n: int) -> np.ndarray:
+    """Indices of the atoms translations are tested on: all, or a fixed random subset of a large input.
+
+    Random, not evenly spaced: files list atoms cell by cell, so every k-th atom can be the same
+    site of the basis every time, and a vector between two sites then looks like a translation.
+    """
+    if n <= _MAX_SCORED_ATOMS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, _MAX_SCORED_ATOMS, replace=False))
+
+
 def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
     """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``.
 
@@ -120,8 +131,7 @@ def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
     wrapped = frac @ cell
     shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]) @ cell
     images = (wrapped[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    step = max(1, len(wrapped) // _MAX_SCORED_ATOMS)
-    d, _ = cKDTree(images).query(wrapped[::step], k=2)
+    d, _ = cKDTree(images).query(wrapped[_scored_atoms(len(wrapped))], k=2)
     d = d[:, 1]
     d = d[d > 1e-8]
     if len(d) == 0:
@@ -186,14 +196,18 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     length = np.linalg.norm(cart, axis=1)
     keep = length > tol
     cart, length = cart[keep], length[keep]
+    # t is a translation exactly when -t is: turn every candidate into the half-space of a fixed,
+    # generic direction and drop the repeats, so the candidate budget reaches twice as far
+    cart = np.where((cart @ np.array([0.5772, 0.5774, 0.5776]) < 0)[:, None], -cart, cart)
+    _, first = np.unique(np.round(cart / tol, 0), axis=0, return_index=True)
+    cart, length = cart[np.sort(first)], length[np.sort(first)]
     order = np.argsort(length, kind="stable")[:_MAX_CANDIDATES]
     cart, length = cart[order], length[order]
 
     # score every candidate t, and its double 2t, on a fixed subset of atoms. A vector that carries
     # one sublattice onto another (diamond, hcp: half of the atoms) has a double that carries almost
     # none, whereas the double of a translation is a translation.
-    step = max(1, n // _MAX_SCORED_ATOMS)
-    scored = np.arange(0, n, step)
+    scored = _scored_atoms(n)
     inv_cell = np.linalg.inv(cell)
     hits = np.zeros((2, len(cart)))
     refined = cart.copy()

@@ -1,0 +1,172 @@
+"""Throughput of crystalface against spglib and moyopy on the same ~256-atom supercells (issue 5, item 1).
+
+    python benchmarks/throughput.py --n 2000 --output benchmarks/throughput
+
+Structures: random pristine prototype structures (crystalface.dataset, seed 4000, disjoint from the
+training seed 0) as randomly rotated ~256-atom periodic supercells; half pristine, half with 10 %
+vacancies and 0.02 Å Gaussian displacements. They are written to one extended-XYZ file, and the
+end-to-end time is file on disk -> label. Per-step times come from one single-process pass over the
+same structures; the end-to-end rate uses crystalface.classify with every core. Reports ratios
+(ours / theirs), since absolute times drift on shared machines. Writes <output>.json and <output>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _structures(n: int, seed: int):
+    from crystalface import displace, vacancies
+    from crystalface.dataset import generate_structures
+    from crystalface.examples import random_rotation, supercell_near
+
+    out = []
+    for i, (atoms, _) in enumerate(generate_structures(n, seed=seed)):
+        cell = random_rotation(supercell_near(atoms, 256), seed=seed + i)
+        if i % 2:
+            cell = displace(vacancies(cell, 0.10, seed=i), 0.02, seed=i)
+        out.append(cell)
+    return out
+
+
+def _time(fn, items) -> float:
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="structures (default 2000)")
+    parser.add_argument("--reference-n", type=int, default=20, help="structures for the slow reference kernel")
+    parser.add_argument("--baseline-n", type=int, default=200, help="structures for each symmetry finder")
+    parser.add_argument("--seed", type=int, default=4000)
+    parser.add_argument("--output", default="benchmarks/throughput")
+    args = parser.parse_args(argv)
+
+    import moyopy
+    import spglib
+    import torch
+
+    from crystalface import classify, fingerprint, fingerprint_reference, load_model, read_structures, scale
+    from crystalface.cell import standard_cell
+    from crystalface.cluster import cluster
+
+    model = load_model()
+    descriptor = model.descriptor
+    structures = _structures(args.n, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "structures.extxyz"
+        from ase.io import write
+
+        write(path, structures, format="extxyz")
+
+        # end to end, file on disk -> label, all cores
+        start = time.perf_counter()
+        entries = [e.atoms for e in read_structures(path)]
+        predictions = classify(entries, model=model, workers=None)
+        end_to_end = time.perf_counter() - start
+
+        # per step, one process, one thread: where does the time go?
+        torch.set_num_threads(1)
+        steps = {}
+        start = time.perf_counter()
+        frames = [e.atoms for e in read_structures(path)]
+        steps["read"] = time.perf_counter() - start
+        start = time.perf_counter()
+        cells = [standard_cell(a) for a in frames]
+        steps["standard_cell"] = time.perf_counter() - start
+        start = time.perf_counter()
+        clusters = [cluster(c, descriptor.n_atoms) for c in cells]
+        steps["cluster"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scaled = [scale(c, descriptor.scaling) for c in clusters]
+        steps["scale"] = time.perf_counter() - start
+        start = time.perf_counter()
+        images = fingerprint(scaled, descriptor.df2d)
+        steps["fingerprint"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model.predict_proba(images)
+        steps["network"] = time.perf_counter() - start
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    ref_n = min(args.reference_n, len(scaled))
+    reference = _time(lambda c: fingerprint_reference(c, descriptor.df2d), scaled[:ref_n]) / ref_n
+    production = steps["fingerprint"] / len(scaled)
+
+    def spg(symprec):
+        def run(a):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                spglib.get_symmetry_dataset((a.cell[:], a.get_scaled_positions(), a.numbers), symprec=symprec)
+        return run
+
+    def moyo(symprec):
+        def run(a):
+            try:
+                moyopy.MoyoDataset(moyopy.Cell(a.cell[:].tolist(), a.get_scaled_positions().tolist(), a.numbers.tolist()), symprec=symprec)
+            except Exception:  # noqa: BLE001 - a failed search still costs its time
+                pass
+        return run
+
+    base_n = min(args.baseline_n, len(structures))
+    # same number of pristine and defective structures in the subsample
+    subsample = structures[:base_n]
+    baselines = {
+        "spglib 1e-3": _time(spg(1e-3), subsample) / base_n,
+        "spglib 0.1": _time(spg(0.1), subsample) / base_n,
+        "moyopy 1e-3": _time(moyo(1e-3), subsample) / base_n,
+        "moyopy 0.1": _time(moyo(0.1), subsample) / base_n,
+    }
+    rate = len(structures) / end_to_end
+    per_structure = end_to_end / len(structures)
+    results = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "structures": {"n": len(structures), "seed": args.seed, "atoms_mean": float(np.mean([len(a) for a in structures])),
+                       "defective": "every second: 10 % vacancies + 0.02 Å"},
+        "failures": sum(p.error is not None for p in predictions),
+        "end_to_end": {"structures_per_second": rate, "ms_per_structure": 1e3 * per_structure, "workers": os.cpu_count()},
+        "steps_single_thread_ms_per_structure": {k: 1e3 * v / len(structures) for k, v in steps.items()},
+        "fingerprint_ms": {"reference": 1e3 * reference, "production_single_thread": 1e3 * production,
+                           "ratio": reference / production},
+        "baselines_ms": {k: 1e3 * v for k, v in baselines.items()},
+        "ratios_baseline_time_over_ours_end_to_end": {k: v / per_structure for k, v in baselines.items()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    out = Path(args.output)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Throughput: file on disk to label", "",
+        f"`{results['command']}` — {results['date']}, {results['machine']['platform']}, {results['machine']['cpus']} CPUs", "",
+        f"{len(structures)} randomly rotated periodic supercells (mean {results['structures']['atoms_mean']:.0f} atoms), "
+        "half pristine, half with 10 % vacancies and 0.02 Å displacements.", "",
+        f"**End to end: {rate:.1f} structures/s** ({1e3 * per_structure:.1f} ms each, all cores). Peak RSS "
+        f"{results['peak_rss_mb']:.0f} MB.", "",
+        "| step (one process, one thread) | ms / structure |", "|---|---:|",
+        *[f"| {k} | {v:.2f} |" for k, v in results["steps_single_thread_ms_per_structure"].items()], "",
+        f"Fingerprint kernel: reference {1e3 * reference:.1f} ms, production {1e3 * production:.2f} ms "
+        f"(single thread): {reference / production:.0f}x.", "",
+        "| symmetry finder (same structures) | ms / structure | its time / ours end to end |", "|---|---:|---:|",
+        *[f"| {k} | {1e3 * v:.1f} | {v / per_structure:.2f} |" for k, v in baselines.items()], "",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
