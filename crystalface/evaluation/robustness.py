@@ -47,7 +47,8 @@ from ..cell import StructureError
 from .provenance import machine_info
 from ..classes import CLASSES, class_of_space_group
 from ..defects import displace, vacancies
-from ..scaling import nearest_neighbour_distance
+from ..fingerprint import fingerprint
+from ..scaling import scale
 
 __all__ = [
     "Level", "METHODS", "BASELINES", "DEFAULT_SIGMAS", "DEFAULT_VACANCIES", "DEFAULT_COMBINED", "PAPER",
@@ -365,12 +366,12 @@ def _crystalface_task(level: Level, seed: int, items):
     good, scaled_ok = [], []
     for i, c in zip(indices, clusters):
         try:
-            nearest_neighbour_distance(c, descriptor.scaling)  # a bad cluster fails alone, not its batch
+            # scaled one by one, so that a bad cluster fails alone and not its whole batch
+            scaled_ok.append(scale(c, descriptor.scaling))
             good.append(i)
-            scaled_ok.append(c)
         except (StructureError, ValueError) as exc:
             errors[i] = str(exc).splitlines()[0]
-    images = descriptor.fingerprints(scaled_ok) if scaled_ok else None
+    images = fingerprint(scaled_ok, descriptor.df2d) if scaled_ok else None
     t2 = time.perf_counter()
     proba = model.predict_proba(images) if scaled_ok else np.zeros((0, len(model.classes)))
     t3 = time.perf_counter()

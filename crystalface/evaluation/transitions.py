@@ -44,7 +44,8 @@ from ..confidence import THRESHOLD as CONFIDENCE_THRESHOLD
 from .provenance import machine_info
 from ..cell import StructureError
 from ..defects import displace
-from ..scaling import nearest_neighbour_distance
+from ..fingerprint import fingerprint
+from ..scaling import nearest_neighbour_distance, scale
 
 __all__ = [
     "BCC_SC_FRAMES", "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "first_crossing", "remove_body_centres",
@@ -94,9 +95,8 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     clusters, ok, errors = [], [], []
     for j, item in enumerate(items):
         try:
-            c = builder(base, item, descriptor)
-            nearest_neighbour_distance(c, descriptor.scaling)  # a bad cluster fails alone, not its batch
-            clusters.append(c)
+            # scaled one by one, so that a bad cluster fails alone and not its whole batch
+            clusters.append(scale(builder(base, item, descriptor), descriptor.scaling))
             ok.append(j)
             errors.append(None)
         except (StructureError, ValueError) as exc:
@@ -104,7 +104,7 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     proba = np.full((len(items), len(model.classes)), np.nan)
     scores = np.full(len(items), np.nan)
     if clusters:
-        images = descriptor.fingerprints(clusters)
+        images = fingerprint(clusters, descriptor.df2d)
         proba[ok] = model.predict_proba(images)
         scores[ok] = confidence_score(proba[ok], images, descriptor.df2d)
     return proba, scores, errors
