@@ -76,39 +76,41 @@ def _wrap(frac: np.ndarray) -> np.ndarray:
 
 
 class _PeriodicSearch:
-    """Nearest-atom queries in a periodic cell (Minkowski-reduced, so fractional ~ Cartesian metric)."""
+    """Nearest-atom queries within ``tol`` Å in a periodic cell, one k=1 KD-tree query per point.
 
-    def __init__(self, frac: np.ndarray, numbers: np.ndarray, cell: np.ndarray):
+    The tree holds, per element, the atoms of the cell and those of their periodic images that lie
+    within ``tol`` of it (a fractional margin of ``tol`` / the cell's smallest singular value), in
+    Cartesian coordinates; a query point wrapped into the cell then finds its nearest atom within
+    ``tol`` whatever the cell's shape. (scipy's ``boxsize`` periodic tree works in fractional
+    coordinates, whose metric is not the Cartesian one for a skewed cell.)
+    """
+
+    def __init__(self, frac: np.ndarray, numbers: np.ndarray, cell: np.ndarray, tol: float):
         self.cell = cell
-        self.numbers = numbers
+        self.tol = tol
         self.frac = _wrap(frac)
         self.trees = {}
         self.index = {}
+        margin = tol / np.linalg.svd(cell, compute_uv=False).min()
+        shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
         for z in np.unique(numbers):
             idx = np.flatnonzero(numbers == z)
             self.index[z] = idx
-            self.trees[z] = cKDTree(self.frac[idx], boxsize=1.0)
-        # a Cartesian ball of radius r fits in a fractional ball of radius r / (smallest singular value)
-        self.frac_per_length = 1.0 / np.linalg.svd(cell, compute_uv=False).min()
+            images = self.frac[idx][None, :, :] + shifts[:, None, :]
+            inside = np.all((images > -margin) & (images < 1 + margin), axis=2)
+            self.trees[z] = (cKDTree(images[inside] @ cell), np.broadcast_to(idx, inside.shape)[inside])
 
-    def nearest(self, frac_points: np.ndarray, z: int, tol: float) -> tuple:
-        """Cartesian distance, index and min-image vector of the nearest atom of element ``z`` to each point.
+    def nearest(self, frac_points: np.ndarray, z: int) -> tuple:
+        """Cartesian distance, atom index and vector to the nearest atom of element ``z`` from each point.
 
-        Distance is inf (and the vector meaningless) where no such atom lies within ``tol`` Å.
+        Distance is inf (and index and vector meaningless) where no such atom lies within ``tol`` Å.
         """
-        tree = self.trees[z]
-        k = min(8, tree.n)
-        _, j = tree.query(_wrap(frac_points), k=k, distance_upper_bound=tol * self.frac_per_length * 1.0001)
-        j = j.reshape(len(frac_points), k)
+        tree, atom = self.trees[z]
+        points = _wrap(frac_points) @ self.cell
+        dist, j = tree.query(points, k=1, distance_upper_bound=self.tol)
         found = j < tree.n
         jj = np.where(found, j, 0)
-        diff = self.frac[self.index[z]][jj] - frac_points[:, None, :]
-        diff -= np.round(diff)
-        dist = np.linalg.norm(diff @ self.cell, axis=-1)
-        dist[~found | (dist > tol)] = np.inf
-        best = np.argmin(dist, axis=1)
-        rows = np.arange(len(frac_points))
-        return dist[rows, best], self.index[z][jj[rows, best]], diff[rows, best] @ self.cell
+        return dist, np.where(found, atom[jj], -1), tree.data[jj] - points
 
 
 def _scored_atoms(n: int) -> np.ndarray:
@@ -181,7 +183,7 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     numbers = atoms.numbers
     if tol is None:
         tol = 0.25 * _typical_distance(positions, cell)
-    search = _PeriodicSearch(frac, numbers, cell)
+    search = _PeriodicSearch(frac, numbers, cell, tol)
 
     # candidate translations: min-image difference vectors from the atom of the rarest element
     counts = {z: len(idx) for z, idx in search.index.items()}
@@ -216,7 +218,7 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
         start = search.frac[atoms_z]
         for m, multiple in enumerate((1, 2)):
             points = (start[None, :, :] + (multiple * cart @ inv_cell)[:, None, :]).reshape(-1, 3)
-            dist, _, vec = search.nearest(points, z, tol)
+            dist, _, vec = search.nearest(points, z)
             hit = np.isfinite(dist).reshape(len(cart), len(atoms_z))
             hits[m] += hit.sum(axis=1)
             if multiple == 1:
