@@ -37,6 +37,10 @@ class Prediction:
         ``score >= crystalface.confidence.THRESHOLD``. None when failed.
     score : float or None
         Confidence score in [0, 1] (:func:`crystalface.confidence.assess`). None when failed.
+    novelty : float or None
+        Distance of the fingerprint from every class the network learned, in units of the farthest
+        training crystal (:meth:`crystalface.model.Model.novelty`); above 1 the structure is of a
+        kind the model never saw. None when failed or when the model has no novelty statistics.
     """
 
     label: str | None
@@ -46,6 +50,7 @@ class Prediction:
     error: str | None = None
     confident: bool | None = None
     score: float | None = None
+    novelty: float | None = None
 
     @property
     def probability(self) -> float:
@@ -53,7 +58,7 @@ class Prediction:
         return self.probabilities.get(self.label, 0.0) if self.label else 0.0
 
     def to_dict(self) -> dict:
-        """JSON-ready record: source, index, then label, confident, score and probabilities, or error."""
+        """JSON-ready record: source, index, then label, confident, score, novelty and probabilities, or error."""
         out = {"source": self.source, "index": self.index}
         if self.error is not None:
             out["error"] = self.error
@@ -61,6 +66,7 @@ class Prediction:
             out["label"] = self.label
             out["confident"] = self.confident
             out["score"] = None if self.score is None else round(float(self.score), 6)
+            out["novelty"] = None if self.novelty is None else round(float(self.novelty), 6)
             out["probabilities"] = {k: round(float(v), 6) for k, v in self.probabilities.items()}
         return out
 
@@ -102,16 +108,17 @@ def classify(
     images, errors = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress)
     ok = [i for i, e in enumerate(errors) if e is None]
     proba = model.predict_proba(images[ok]) if ok else np.zeros((0, len(model.classes)))
-    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d)
+    novelty = model.novelty(images[ok]) if ok else None
+    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty)
     classes = model.classes
     results: list[Prediction] = []
-    row = iter(zip(proba, confident, scores))
+    row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok)))
     for a, err in zip(structures, errors):
         source, index = a.info.get("source"), a.info.get("index")
         if err is not None:
             results.append(Prediction(label=None, source=source, index=index, error=err))
             continue
-        p, sure, value = next(row)
+        p, sure, value, distance = next(row)
         results.append(
             Prediction(
                 label=classes[int(np.argmax(p))],
@@ -120,6 +127,7 @@ def classify(
                 index=index,
                 confident=bool(sure),
                 score=float(value),
+                novelty=None if distance is None else float(distance),
             )
         )
     if single:

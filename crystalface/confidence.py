@@ -17,7 +17,14 @@ The score therefore multiplies the network's probability by two things the netwo
   nearest-neighbour distance (a slab, a molecule or a few atoms in a box), is outside it whatever
   its fingerprint looks like (:func:`domain_problem`).
 
-    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain],  confident = score >= THRESHOLD
+* **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
+  of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
+  out with a high probability for some class; but its activations in the penultimate layer lie far
+  from those of every training class. :meth:`crystalface.model.Model.novelty` measures that
+  distance in units of the farthest training crystal; above 1 the prediction is not confident.
+
+    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [novelty <= 1],
+    confident = score >= THRESHOLD
 
 The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
 ``generate_structures(..., seed=2000)`` (the training set is seed 0, the robustness benchmark seed
@@ -204,12 +211,16 @@ def domain_problem(atoms: Atoms) -> str | None:
 
 
 def assess(
-    probabilities: np.ndarray, images: np.ndarray, structures: Sequence[Atoms], params: DF2D = DF2D()
+    probabilities: np.ndarray,
+    images: np.ndarray,
+    structures: Sequence[Atoms],
+    params: DF2D = DF2D(),
+    novelty: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
-    ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`], in [0, 1];
-    ``confident`` = ``score >= THRESHOLD``.
+    ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`] x
+    [``novelty`` <= 1], in [0, 1]; ``confident`` = ``score >= THRESHOLD``.
 
     Parameters
     ----------
@@ -221,6 +232,8 @@ def assess(
         The B periodic input structures.
     params : DF2D
         Descriptor parameters of the fingerprints.
+    novelty : numpy.ndarray, optional
+        (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
 
     Examples
     --------
@@ -234,4 +247,6 @@ def assess(
     values = score(probabilities, images, params)
     outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
     values = np.where(outside, 0.0, values)
+    if novelty is not None:
+        values = np.where(np.asarray(novelty) > 1.0, 0.0, values)
     return values >= THRESHOLD, values

@@ -3,6 +3,10 @@
 A model is two files side by side: ``NAME.safetensors`` (weights; loading them never executes code)
 and ``NAME.json`` (the model card: classes, descriptor parameters, data set, training settings,
 validation accuracy, package version and the SHA-256 of the weights file, checked on load).
+
+The weights file may also hold the model's *novelty statistics* (tensors ``novelty.means`` and
+``novelty.precision``, threshold in the card): where the training crystals lie in the network's
+penultimate layer, so that a fingerprint far from all of them is flagged (:meth:`Model.novelty`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,6 +60,7 @@ class Model:
 
     network: ConvNet
     card: dict = field(default_factory=dict)
+    novelty_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -76,11 +82,63 @@ class Model:
         n = len(self.classes)
         return np.concatenate(out) if out else np.zeros((0, n), np.float32)
 
+    @torch.inference_mode()
+    def features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Penultimate-layer activations (B, 128) of fingerprints (B, 3, n, n): what the last layer classifies."""
+        self.network.eval()
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))
+            out.append(self.network.embed(x.contiguous(memory_format=torch.channels_last)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.network.dense), np.float32)
+
+    def fit_novelty(self, images: np.ndarray, labels: Sequence[str]) -> None:
+        """Store where training fingerprints lie in the penultimate layer, for :meth:`novelty`.
+
+        Class means and one shared covariance (regularised by 1e-3 on its diagonal) of the features;
+        the threshold is the largest squared Mahalanobis distance of a training fingerprint to the
+        mean of its nearest class. A shared covariance was chosen by measurement: per-class
+        covariances or a k-nearest-neighbour distance flagged no more unknown crystals and flagged
+        more noisy known ones (docs/reliability.md).
+        """
+        feats = self.features(images).astype(np.float64)
+        present, y = np.unique(np.array(list(labels)), return_inverse=True)  # classes seen in training
+        means = np.stack([feats[y == c].mean(axis=0) for c in range(len(present))])
+        resid = feats - means[y]
+        cov = resid.T @ resid / len(resid) + 1e-3 * np.eye(feats.shape[1])
+        self.novelty_stats = {
+            "novelty.means": torch.from_numpy(means.astype(np.float32)),
+            "novelty.precision": torch.from_numpy(np.linalg.inv(cov).astype(np.float32)),
+        }
+        distances = self._mahalanobis(feats)
+        self.card["novelty"] = {
+            "threshold": float(distances.max()),
+            "statistic": "min over classes of the squared Mahalanobis distance in the penultimate layer (shared covariance)",
+            "calibration": f"largest value over the {len(feats)} training fingerprints",
+        }
+
+    def _mahalanobis(self, feats: np.ndarray) -> np.ndarray:
+        means = self.novelty_stats["novelty.means"].double().numpy()
+        precision = self.novelty_stats["novelty.precision"].double().numpy()
+        diff = np.asarray(feats, dtype=np.float64)[:, None, :] - means[None]
+        return np.einsum("bci,ij,bcj->bc", diff, precision, diff).min(axis=1)
+
+    def novelty(self, images: np.ndarray) -> np.ndarray | None:
+        """How far each fingerprint lies from every class the network learned, in units of the threshold.
+
+        Above 1: farther than any training crystal (an unknown kind of structure). None when the
+        model has no novelty statistics (made by crystalface < 0.2).
+        """
+        if not self.novelty_stats or "novelty" not in self.card:
+            return None
+        return self._mahalanobis(self.features(images)) / self.card["novelty"]["threshold"]
+
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.safetensors) and the card beside it (.json, with the weights' SHA-256)."""
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
+        state.update({k: v.contiguous() for k, v in self.novelty_stats.items()})
         save_file(state, str(path))
         card = dict(self.card)
         card["weights_sha256"] = _sha256(path)
@@ -129,7 +187,9 @@ def load_model(path: str | Path | None = None, descriptor: Descriptor | None = N
     try:
         model_descriptor = Descriptor.from_dict(card["descriptor"])
         network = ConvNet(n_classes=len(card["classes"]), n_pixels=model_descriptor.df2d.n_pixels, **card.get("network", {}))
-        network.load_state_dict(load_file(str(weights)))
+        tensors = load_file(str(weights))
+        novelty = {k: tensors.pop(k) for k in list(tensors) if k.startswith("novelty.")}
+        network.load_state_dict(tensors)
     except (KeyError, TypeError, RuntimeError, ValueError, SafetensorError) as exc:
         raise ModelError(f"model {weights} cannot be loaded: {str(exc).splitlines()[0]}") from None
     if descriptor is not None and descriptor != model_descriptor:
@@ -138,4 +198,4 @@ def load_model(path: str | Path | None = None, descriptor: Descriptor | None = N
             f"not {descriptor.to_dict()}; retrain it for these parameters"
         )
     network = network.to(memory_format=torch.channels_last).eval()
-    return Model(network=network, card=card)
+    return Model(network=network, card=card, novelty_stats=novelty)

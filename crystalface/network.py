@@ -22,6 +22,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, n_classes: int = 7, n_pixels: int = 64, channels=(32, 16, 8), dense: int = 128, dropout: float = 0.25):
         super().__init__()
+        self.dense = dense
         layers: list[nn.Module] = []
         c_in = 3
         for i, c in enumerate(channels):
@@ -43,6 +44,10 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (B, dense): after the dense layer, batch-norm and ReLU."""
+        return self.classifier[:5](self.features(x))
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:

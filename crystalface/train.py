@@ -90,7 +90,8 @@ def train(
     Returns
     -------
     Model
-        The best network (lowest validation loss) with its model card.
+        The best network (lowest validation loss) with its model card and the novelty statistics
+        of the training split (:meth:`crystalface.model.Model.fit_novelty`).
     """
     classes = tuple(classes)
     unknown = sorted(set(labels) - set(classes))
@@ -164,7 +165,10 @@ def train(
         "trained_on": "pristine structures only",
     }
     model_card.update(card or {})
-    return Model(network=network, card=model_card)
+    model = Model(network=network, card=model_card)
+    # where the training crystals lie in the penultimate layer: the novelty flag of every prediction
+    model.fit_novelty(images[train_idx], [classes[i] for i in y_all[train_idx]])
+    return model
 
 
 def train_from_dataset(

@@ -73,7 +73,7 @@ def test_single_structure_gives_a_prediction_with_every_class(model):
     assert list(p.probabilities) == list(model.classes)
     assert np.isclose(sum(p.probabilities.values()), 1.0, atol=1e-5)
     record = p.to_dict()
-    assert set(record) == {"source", "index", "label", "confident", "score", "probabilities"}
+    assert set(record) == {"source", "index", "label", "confident", "score", "novelty", "probabilities"}
     assert record["confident"] is True and 0.5 <= record["score"] <= 1
 
 

@@ -42,6 +42,24 @@ def test_training_separates_two_easy_classes_and_is_deterministic():
     assert card["validation_accuracy"] == 1.0
 
 
+def test_training_stores_novelty_statistics_that_flag_unseen_images(tmp_path):
+    rng = np.random.default_rng(1)
+    a = rng.random((40, 3, 64, 64), dtype=np.float32) * 0.1
+    b = a.copy()
+    b[:, :, 20:40, 20:40] += 0.8
+    labels = ["fcc"] * 40 + ["bcc"] * 40
+    model = train(np.concatenate([a, b]), labels, seed=0, max_epochs=2, progress=False)
+    seen = model.novelty(np.concatenate([a, b]))
+    train_idx, _ = stratified_split([0] * 40 + [1] * 40, 0.1, seed=0)
+    assert seen[train_idx].max() == pytest.approx(1.0, rel=1e-4)  # the threshold is the farthest training image
+    unseen = np.zeros((2, 3, 64, 64), np.float32)
+    unseen[:, 0, :8] = 1.0  # a bright stripe in one channel: like neither class
+    assert (model.novelty(unseen) > 1).all()
+    again = load_model(model.save(tmp_path / "m.safetensors"))
+    assert np.array_equal(again.novelty(unseen), model.novelty(unseen))
+    assert again.card["novelty"]["threshold"] == model.card["novelty"]["threshold"]
+
+
 def test_unknown_labels_are_rejected():
     with pytest.raises(ValueError, match="not among the classes"):
         train(np.zeros((2, 3, 64, 64), np.float32), ["fcc", "hcp"], progress=False)
