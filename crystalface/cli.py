@@ -12,27 +12,39 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_CHUNK = 256  # structures classified together: one network batch, bounded memory
-
 
 def _print_table_row(cells, widths, file=None):
     print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip(), file=file or sys.stdout, flush=True)
 
 
 def cmd_classify(args) -> int:
-    import warnings
+    from .batch import classify_files
 
-    from .classify import Prediction, classify
-    from .io import read_structures
-    from .model import load_model
+    if args.resume and not (args.output or args.output_db):
+        print("crystalface: --resume needs --output (or --output-db): the records to continue", file=sys.stderr)
+        return 2
+    options = dict(model=args.model, workers=args.workers, scheduler=args.scheduler, index=args.index, format=args.format)
+    if args.output or args.output_db:
+        try:
+            summary = classify_files(args.files, args.output, write_db=args.output_db, resume=args.resume,
+                                     overwrite=args.overwrite, progress=not args.quiet, **options)
+        except (FileExistsError, ValueError, ImportError) as exc:
+            print(f"crystalface: {exc}", file=sys.stderr)
+            return 2
+        where = " and ".join(([args.output] if args.output else []) + (["the input databases"] if args.output_db else []))
+        skipped = f", {summary.skipped} already done" if summary.skipped else ""
+        print(f"crystalface: {summary.classified} classified, {summary.failed} failed{skipped}; written to {where}",
+              file=sys.stderr)
+        for p in summary.failures:
+            print(f"  {p.source} [{p.index}]: {p.error}", file=sys.stderr)
+        if summary.failed > len(summary.failures):
+            print(f"  ... and {summary.failed - len(summary.failures)} more (records with an error)", file=sys.stderr)
+        return 1 if summary.failed else 0
 
-    model = load_model(args.model)
-    entries = read_structures(args.files, index=args.index, format=args.format)
     widths = (40, 6, 8, 12, 18, 20)
     if not args.json:
         _print_table_row(("source", "frame", "class", "probability", "runner-up", "score"), widths)
     failures = []
-    total = 0
 
     def emit(predictions):
         for p in predictions:
@@ -48,32 +60,13 @@ def cmd_classify(args) -> int:
                 score = f"{p.score:.3f}" + ("" if p.confident else " not confident")
                 _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner, score), widths)
 
-    def predict(batch):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return classify(batch, model=model, workers=args.workers)
-            except Exception as exc:  # noqa: BLE001 - a bug hit by one structure must not stop the batch
-                if len(batch) > 1:  # find the structure(s) that fail: one at a time
-                    return [p for atoms in batch for p in predict([atoms])]
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                info = batch[0].info
-                return [Prediction(label=None, source=info.get("source"), index=info.get("index"),
-                                   error=f"internal error: {type(exc).__name__}: {reason}".rstrip(": "))]
-
-    batch = []
-    for entry in entries:
-        total += 1
-        if entry.error is not None:
-            emit([Prediction(label=None, source=entry.source, index=entry.index, error=entry.error)])
-            continue
-        batch.append(entry.atoms)
-        if len(batch) == _CHUNK:
-            emit(predict(batch))
-            batch = []
-    if batch:
-        emit(predict(batch))
+    try:
+        summary = classify_files(args.files, callback=emit, **options)
+    except (ValueError, ImportError) as exc:
+        print(f"crystalface: {exc}", file=sys.stderr)
+        return 2
     if failures:
+        total = summary.classified + summary.failed
         print(f"crystalface: {len(failures)} of {total} structures could not be classified:", file=sys.stderr)
         for p in failures:
             print(f"  {p.source} [{p.index}]: {p.error}", file=sys.stderr)
@@ -190,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="file format for ASE when it cannot guess (e.g. lammps-data)")
     p.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("-o", "--output", help="write the records to this file as they are done: .jsonl or .csv "
+                   "(progress bar on stderr); docs/scale.md")
+    p.add_argument("--output-db", action="store_true", help="write crystalface_class, crystalface_confident and "
+                   "crystalface_score onto the rows of the input ASE databases")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --output: skip the structures "
+                   "already in it (with --output-db only: the rows already labelled)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--scheduler", help="run on Dask: a scheduler address (tcp://host:8786) or 'local' "
+                   "(a local cluster of --workers processes); needs pip install 'crystalface[dask]'")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("fingerprint", help="write the DF-2D fingerprint picture of one structure")

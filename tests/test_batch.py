@@ -1,0 +1,202 @@
+"""Tests of the streaming batch job: input order, bounded memory, outputs, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import ase.db
+import pytest
+from ase import Atoms
+from ase.io import write
+
+import crystalface.batch as batch
+from crystalface.batch import CLASS_KEY, CONFIDENT_KEY, ERROR_KEY, SCORE_KEY, classify_files, classify_stream
+from crystalface.cli import main
+from crystalface.examples import REAL_CRYSTALS, random_rotation
+from crystalface.io import read_structures
+
+MOLECULE = 5  # the frame without lattice vectors: its record is an error, and the batch goes on
+
+
+def _frames(n=13):
+    frames = [random_rotation(REAL_CRYSTALS[i % 8].primitive(), seed=i) for i in range(n)]
+    frames[MOLECULE] = Atoms("H2", positions=[(0, 0, 0), (0, 0, 0.74)])
+    return frames
+
+
+def _expected_labels(n=13):
+    return [None if i == MOLECULE else REAL_CRYSTALS[i % 8].label for i in range(n)]
+
+
+@pytest.fixture
+def xyz(tmp_path):
+    path = tmp_path / "thirteen.extxyz"
+    write(path, _frames(), format="extxyz")
+    return str(path)
+
+
+@pytest.fixture
+def database(tmp_path):
+    path = tmp_path / "structures.db"
+    with ase.db.connect(path) as db:
+        for atoms in _frames(8):
+            db.write(atoms)
+    with ase.db.connect(path) as db:
+        db.delete([2])  # ids 1, 3, 4, ...: positions and ids differ
+    return str(path)
+
+
+def _records(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_stream_keeps_input_order_and_records_do_not_depend_on_chunks_or_workers(xyz, model):
+    # Exact equality, not a tolerance: the network always sees batches of NET_BATCH in one thread,
+    # so a structure's numbers do not depend on the structures it is batched with.
+    runs = {
+        (workers, chunk): [p.to_dict() for p in classify_stream(read_structures(xyz), model, workers=workers, chunk=chunk)]
+        for workers, chunk in ((1, 256), (1, 1), (2, 3))
+    }
+    reference = runs[(1, 256)]
+    assert [(r["index"], r.get("label")) for r in reference] == list(enumerate(_expected_labels()))
+    assert "lattice vectors" in reference[MOLECULE]["error"]
+    for key, records in runs.items():
+        assert records == reference, key
+
+
+def test_entries_in_memory_do_not_grow_with_the_stream(xyz, model):
+    # Peak memory is bounded by the entries read but not yet handed back: at most workers + 2 chunks.
+    read = []
+
+    def entries():
+        for entry in read_structures([xyz] * 3):
+            read.append(entry)
+            yield entry
+
+    workers, chunk, largest, returned = 2, 2, 0, 0
+    for _ in classify_stream(entries(), model, workers=workers, chunk=chunk):
+        returned += 1
+        largest = max(largest, len(read) - returned)
+    assert returned == 39
+    assert largest <= (workers + 2) * chunk
+
+
+def test_jsonl_and_csv_outputs(xyz, tmp_path, model):
+    summary = classify_files([xyz], tmp_path / "out.jsonl", model=model, workers=1)
+    assert (summary.classified, summary.failed, summary.skipped) == (12, 1, 0)
+    assert summary.failures[0].index == MOLECULE
+    records = _records(tmp_path / "out.jsonl")
+    assert [r.get("label") for r in records] == _expected_labels()
+
+    classify_files([xyz], tmp_path / "out.csv", model=model, workers=1)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert list(rows[0])[:5] == ["source", "index", "label", "confident", "score"]
+    assert list(rows[0])[-len(model.classes) - 1:] == ["error"] + [f"p_{c}" for c in model.classes]
+    scalars = list(rows[0])[3:-len(model.classes) - 1]  # confident, score and any other value of a record
+    assert [r["label"] or None for r in rows] == _expected_labels()
+    assert rows[MOLECULE]["error"] == records[MOLECULE]["error"] and rows[MOLECULE]["p_fcc"] == ""
+    for row, record in zip(rows, records):
+        if "label" in record:
+            assert [row[k] for k in scalars] == ["" if record[k] is None else str(record[k]) for k in scalars]
+            assert [float(row[f"p_{c}"]) for c in model.classes] == list(record["probabilities"].values())
+
+
+def test_existing_output_is_refused_and_suffix_checked(xyz, tmp_path, model):
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    with pytest.raises(FileExistsError, match="--resume"):
+        classify_files([xyz], out, model=model, workers=1)
+    assert classify_files([xyz], out, overwrite=True, model=model, workers=1).classified == 12
+    with pytest.raises(ValueError, match=".jsonl"):
+        classify_files([xyz], tmp_path / "out.txt", model=model, workers=1)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_interrupted_run_resumed_equals_uninterrupted_run(xyz, tmp_path, model, monkeypatch, suffix):
+    full = tmp_path / f"full{suffix}"
+    classify_files([xyz], full, model=model, workers=1, chunk=4)
+
+    classify_chunk = batch._classify_entries
+    calls = []
+
+    def interrupted_at_third_chunk(entries, model):
+        calls.append(len(entries))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return classify_chunk(entries, model)
+
+    monkeypatch.setattr(batch, "_classify_entries", interrupted_at_third_chunk)
+    out = tmp_path / f"resumed{suffix}"
+    with pytest.raises(KeyboardInterrupt):
+        classify_files([xyz], out, model=model, workers=1, chunk=4)
+    assert len(out.read_text().splitlines()) == 8 + (suffix == ".csv")  # two chunks written, then the kill
+
+    computed = []
+    monkeypatch.setattr(batch, "_classify_entries",
+                        lambda entries, model: computed.extend(entries) or classify_chunk(entries, model))
+    summary = classify_files([xyz], out, resume=True, model=model, workers=1, chunk=4)
+    assert [e.index for e in computed] == list(range(8, 13))  # the finished structures were not computed again
+    assert (summary.skipped, summary.classified, summary.failed) == (8, 5, 0)
+    assert out.read_bytes() == full.read_bytes()
+
+
+def test_resume_cuts_the_truncated_last_line_of_a_killed_run(xyz, tmp_path, model):
+    full = tmp_path / "full.jsonl"
+    classify_files([xyz], full, model=model, workers=1)
+    text = full.read_bytes()
+    lines = text.splitlines(keepends=True)
+    out = tmp_path / "killed.jsonl"
+    out.write_bytes(b"".join(lines[:7]) + lines[7][: len(lines[7]) // 2])  # killed while writing line 8
+    # another chunk size and a pool of processes: the records are still byte-identical
+    summary = classify_files([xyz], out, resume=True, model=model, workers=2, chunk=3)
+    assert (summary.skipped, summary.classified + summary.failed) == (7, 6)
+    assert out.read_bytes() == text
+
+    out.write_bytes(b"".join(lines[:3]) + b"not json\n")
+    with pytest.raises(ValueError, match="line 4"):
+        classify_files([xyz], out, resume=True, model=model, workers=1)
+
+
+def test_database_is_read_by_position_and_rows_get_key_value_pairs(database, tmp_path, model):
+    out = tmp_path / "db.jsonl"
+    summary = classify_files([database], out, write_db=True, model=model, workers=1)
+    assert (summary.classified, summary.failed) == (6, 1)
+    records = _records(out)
+    # the same records as read_structures (ase.io) gives: index is the position in id order
+    assert records == [p.to_dict() for p in classify_stream(read_structures(database), model, workers=1)]
+    db = ase.db.connect(database)
+    rows = list(db.select(sort="id"))
+    assert [r.id for r in rows] == [1, 3, 4, 5, 6, 7, 8]
+    for row, record in zip(rows, records):
+        if "error" in record:
+            assert row.key_value_pairs == {ERROR_KEY: record["error"]}
+        else:
+            assert row.key_value_pairs == {CLASS_KEY: record["label"], CONFIDENT_KEY: record["confident"],
+                                           SCORE_KEY: record["score"]}
+    assert db.count(f"{CLASS_KEY}=fcc") == 1
+
+    # resume from the database alone: only the rows without the keys are done again
+    with ase.db.connect(database) as db:
+        db.update(5, delete_keys=[CLASS_KEY, CONFIDENT_KEY, SCORE_KEY])
+        db.update(8, delete_keys=[CLASS_KEY, CONFIDENT_KEY, SCORE_KEY])
+    summary = classify_files([database], write_db=True, resume=True, model=model, workers=1)
+    assert (summary.skipped, summary.classified) == (5, 2)
+    assert ase.db.connect(database).get(id=8).key_value_pairs[CLASS_KEY] == records[-1]["label"]
+
+
+def test_cli_output_progress_and_resume(xyz, tmp_path, capsys):
+    out = tmp_path / "cli.jsonl"
+    assert main(["classify", xyz, "--output", str(out), "--workers", "1"]) == 1  # one frame has no lattice
+    err = capsys.readouterr().err
+    assert "structures/s" in err  # the progress bar, with its rate
+    assert "12 classified, 1 failed" in err and f"[{MOLECULE}]: " in err
+    assert len(_records(out)) == 13
+    assert main(["classify", xyz, "--output", str(out), "--workers", "1"]) == 2  # would overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["classify", xyz, "--output", str(out), "--resume", "-q", "--workers", "1"]) == 0
+    assert "13 already done" in capsys.readouterr().err
+    assert main(["classify", xyz, "--resume"]) == 2
+    assert main(["classify", xyz, "--output-db", "--workers", "1"]) == 2  # no database among the inputs
+    assert "ASE databases" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""Tests of the Dask path: the same records as the local run, byte for byte, on a LocalCluster of 2 workers."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import ase.db  # noqa: E402
+from ase.io import write  # noqa: E402
+
+import crystalface.distributed as cfd  # noqa: E402
+from crystalface.batch import CLASS_KEY, classify_files  # noqa: E402
+from crystalface.cli import main  # noqa: E402
+from crystalface.examples import REAL_CRYSTALS, random_rotation  # noqa: E402
+
+from test_batch import _frames  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch):
+    """A 13-frame extended XYZ (one frame without a cell), a CIF, a missing file, an ASE db with a deleted row."""
+    xyz = tmp_path / "thirteen.extxyz"
+    write(xyz, _frames(), format="extxyz")
+    cif = tmp_path / "Sn.cif"
+    write(cif, random_rotation(REAL_CRYSTALS[6].conventional(), seed=3))
+    db = tmp_path / "structures.db"
+    with ase.db.connect(db) as con:
+        for atoms in _frames(9):
+            con.write(atoms)
+    with ase.db.connect(db) as con:
+        con.delete([4])
+    # every file is "large": counted on a worker and split into frame ranges of `part`
+    monkeypatch.setattr(cfd, "SPLIT_BYTES", 0)
+    return [str(xyz), str(cif), str(tmp_path / "missing.cif"), str(db)]
+
+
+def test_dask_run_gives_the_local_records_byte_for_byte(inputs, tmp_path, scheduler):
+    # Exact comparison (not within 1e-6): a record does not depend on the batch it was computed in.
+    local, remote = tmp_path / "local.jsonl", tmp_path / "dask.jsonl"
+    summary_local = classify_files(inputs, local, workers=1)
+    summary = classify_files(inputs, remote, scheduler=scheduler, part=5)  # 3 + 1 frame parts, 2 id-range parts
+    assert (summary.classified, summary.failed) == (summary_local.classified, summary_local.failed) == (20, 3)
+    assert remote.read_bytes() == local.read_bytes()
+
+    # resume on Dask after a kill in the middle of a line: still the same file
+    lines = local.read_bytes().splitlines(keepends=True)
+    remote.write_bytes(b"".join(lines[:9]) + lines[9][:20])
+    summary = classify_files(inputs, remote, scheduler=scheduler, part=5, resume=True)
+    assert summary.skipped == 9
+    assert remote.read_bytes() == local.read_bytes()
+
+
+def test_dask_writes_the_same_key_value_pairs_into_the_database(inputs, tmp_path, scheduler):
+    db = inputs[-1]
+    copy = str(tmp_path / "copy.db")
+    shutil.copy(db, copy)
+    classify_files([db], write_db=True, workers=1)
+    classify_files([copy], write_db=True, scheduler=scheduler, part=3)
+    local = [(r.id, r.key_value_pairs) for r in ase.db.connect(db).select(sort="id")]
+    remote = [(r.id, r.key_value_pairs) for r in ase.db.connect(copy).select(sort="id")]
+    assert remote == local
+    assert [CLASS_KEY in kvp for _, kvp in local] == [True] * 4 + [False] + [True] * 3  # row 6: no cell
+
+
+def test_cli_scheduler_option(inputs, tmp_path, scheduler, capsys):
+    out = tmp_path / "cli.jsonl"
+    assert main(["classify", *inputs[:2], "--scheduler", scheduler, "-o", str(out), "-q"]) == 1  # the cell-less frame
+    assert "13 classified, 1 failed" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 14
