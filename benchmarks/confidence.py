@@ -11,7 +11,7 @@ From each pristine cluster (``descriptor.cluster``) the script makes
 * ``dimer gas``: molecules of two atoms (bond d_nn), random orientations, centres packed at random
   (a molecular liquid, see :func:`dimer_gas`),
 
-and records the Bragg fraction, the network's maximum probability and the score of each. The
+and records the Bragg fraction, the network's maximum probability, the novelty and the score of each. The
 calibration fits ``BRAGG_CENTRE`` / ``BRAGG_SLOPE`` (crystallinity 0.99 at the 0.5 % quantile of the
 crystals' Bragg fraction, 0.01 at the 99.5 % quantile of the disordered structures') and reports every
 rate at the thresholds ``THRESHOLDS`` too, from which ``THRESHOLD`` is chosen (docs/reliability.md says
@@ -21,6 +21,8 @@ On the measurement seed the script also reports the flagged fraction at every le
 robustness benchmark (Gaussian noise in Å, vacancies in %) and at Lindemann parameters 0.05-0.25
 (hot crystals) on a subset of the structures, at the threshold and at the scanned ones, and checks
 the structure-level domain test on the periodic inputs (pristine and 25 %-vacancy supercells).
+Last, the crystals of no class (:data:`UNKNOWN_PROTOTYPES` from ../shared/data and A15) go through
+the whole pipeline; they should be flagged.
 
     python benchmarks/confidence.py --model crystalface/models/default.safetensors \\
         --size 700 --levels-size 140 --output benchmarks/confidence.json
@@ -110,10 +112,13 @@ def evaluate(model, clusters: list[Atoms], labels: list[str]) -> dict:
     images = descriptor.fingerprints(clusters)
     proba = model.predict_proba(images)
     bragg = confidence.bragg_fraction(images, descriptor.df2d)
-    score = confidence.score(proba, images, descriptor.df2d)
+    novelty = model.novelty(images)
+    if novelty is None:  # a model without novelty statistics
+        novelty = np.zeros(len(images))
+    score = np.where(novelty > 1.0, 0.0, confidence.score(proba, images, descriptor.df2d))
     predicted = np.array(model.classes)[proba.argmax(1)]
-    return {"bragg": bragg, "p_max": proba.max(1), "score": score, "confident": score >= confidence.THRESHOLD,
-            "right": predicted == np.array(labels)}
+    return {"bragg": bragg, "p_max": proba.max(1), "novelty": novelty, "score": score,
+            "confident": score >= confidence.THRESHOLD, "right": predicted == np.array(labels)}
 
 
 def _quantiles(values) -> dict:
@@ -131,6 +136,8 @@ def summary(result: dict) -> dict:
         "accuracy_of_confident": round(float(result["right"][confident].mean()), 5) if confident.any() else None,
         "bragg_fraction": _quantiles(result["bragg"]),
         "p_max": _quantiles(result["p_max"]),
+        "novelty": _quantiles(result["novelty"]),
+        "novelty_above_1_fraction": round(float((result["novelty"] > 1).mean()), 5),
         "score": _quantiles(result["score"]),
         "confident_fraction_at_threshold": {f"{t:g}": round(float((result["score"] >= t).mean()), 5) for t in THRESHOLDS},
     }
@@ -193,6 +200,43 @@ def level_rates(model, clusters: list[Atoms], labels: list[str], seed: int) -> d
     return out
 
 
+#: Elemental crystals of /work/shared/data/prototypes whose space group is none of SPEC's eight:
+#: no label is right for them, so they should come back not confident.
+UNKNOWN_PROTOTYPES = ("BuckledGraphHex", "basecorthAlphaGa", "basecorthAlphaU", "basecorthBlackP", "basecorthMolIod",
+                      "facecorthGammaPu", "shex_Sn", "stetBetaNp", "stetGammaN", "trihex_gammaSe")
+
+
+def a15(symbol: str = "W", a: float = 5.05) -> Atoms:
+    """The A15 (beta-W, Cr3Si-type) structure of one element, space group 223."""
+    frac = [(0, 0, 0), (0.5, 0.5, 0.5), (0.25, 0.5, 0), (0.75, 0.5, 0), (0, 0.25, 0.5), (0, 0.75, 0.5),
+            (0.5, 0, 0.25), (0.5, 0, 0.75)]
+    return Atoms(symbol * 8, scaled_positions=frac, cell=[a, a, a], pbc=True)
+
+
+def unknown_crystals(model, data: Path) -> dict:
+    """Full-pipeline predictions for crystals of no class: the out-of-class AFLOW prototypes and A15."""
+    from ase.io import read
+
+    from crystalface import classify
+
+    structures, names = [], []
+    for name in UNKNOWN_PROTOTYPES:
+        files = sorted(data.glob(f"{name}*.in"))
+        if files:
+            structures.append(read(files[0], format="aims"))
+            names.append(files[0].stem)
+    structures.append(a15())
+    names.append("A15_W (built here)")
+    rows = {}
+    for name, p in zip(names, classify(structures, model=model)):
+        rows[name] = {"label": p.label, "probability": round(p.probability, 4), "novelty": round(p.novelty, 3)
+                      if p.novelty is not None else None, "score": round(p.score, 4), "confident": p.confident}
+        print(f"  {name:40s} {p.label:7s} p={p.probability:.3f} novelty={rows[name]['novelty']} confident={p.confident}",
+              flush=True)
+    return {"n": len(rows), "flagged_fraction": round(float(np.mean([not r["confident"] for r in rows.values()])), 4),
+            "structures": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model .safetensors (default: the shipped model)")
@@ -202,6 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-seed", type=int, default=2000)
     parser.add_argument("--test-seed", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "prototypes"),
+                        help="folder of the AFLOW prototype files (default ../shared/data/prototypes)")
     parser.add_argument("-o", "--output", default="benchmarks/confidence.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -235,6 +281,8 @@ def main(argv=None) -> int:
         if role == "calibration":
             print("  fitted:", results[role]["fitted"], flush=True)
 
+    print("unknown crystals (full pipeline):", flush=True)
+    results["unknown_crystals"] = unknown_crystals(model, Path(args.data))
     test = results["test"]["groups"]
     acceptance = {
         "amorphous_flagged_min": min(test[g]["flagged_fraction"] for g in ("amorphous L=0.3", "amorphous L=0.4")),
