@@ -196,15 +196,7 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     diff -= np.round(diff)
     cart = diff @ cell
     length = np.linalg.norm(cart, axis=1)
-    keep = length > tol
-    cart, length = cart[keep], length[keep]
-    # t is a translation exactly when -t is: turn every candidate into the half-space of a fixed,
-    # generic direction and drop the repeats, so the candidate budget reaches twice as far
-    cart = np.where((cart @ np.array([0.5772, 0.5774, 0.5776]) < 0)[:, None], -cart, cart)
-    _, first = np.unique(np.round(cart / tol, 0), axis=0, return_index=True)
-    cart, length = cart[np.sort(first)], length[np.sort(first)]
-    order = np.argsort(length, kind="stable")[:_MAX_CANDIDATES]
-    cart, length = cart[order], length[order]
+    cart = _candidate_translations(cart[length > tol], tol, _MAX_CANDIDATES)
 
     # score every candidate t, and its double 2t, on a fixed subset of atoms. A vector that carries
     # one sublattice onto another (diamond, hcp: half of the atoms) has a double that carries almost
@@ -226,19 +218,11 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
                 vec = np.where(np.isfinite(dist)[:, None], vec, 0.0).reshape(len(cart), len(atoms_z), 3)
                 refined += vec.sum(axis=1) / np.maximum(hit.sum(axis=1), 1)[:, None]
     scores = hits.min(axis=0) / len(scored)
-    best = scores.max() if len(scores) else 0.0
-    # a translation carries more than half of the atoms onto atoms (more than any sublattice map of
-    # the structures we classify) and scores close to the best candidate; vacancies lower both
-    accepted = scores >= max(_MIN_SCORE, 0.8 * best)
+    accepted = _accepted(scores)
 
     # lattice vectors of the cell are translations too: after the accepted ones (shortest first)
     # they complete a basis along directions in which the cell holds a single period (a 1x1x4 cell)
-    basis: list[np.ndarray] = []
-    for t in [*refined[accepted], *cell[np.argsort(np.linalg.norm(cell, axis=1))]]:
-        if _independent(basis, t):
-            basis.append(t)
-            if len(basis) == 3:
-                break
+    basis = _shortest_basis([*refined[accepted], *cell[np.argsort(np.linalg.norm(cell, axis=1))]])
     if len(basis) < 3:
         return cell
     basis_arr = np.array(basis)
@@ -257,6 +241,41 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     return minkowski_reduce(primitive)[0][:]
 
 
+def _candidate_translations(vectors: np.ndarray, tol: float, max_candidates: int) -> np.ndarray:
+    """The shortest ``max_candidates`` distinct difference vectors, each taken once up to its sign.
+
+    ``t`` is a translation exactly when ``-t`` is: every vector is turned into the half-space of a
+    fixed, generic direction and repeats (within ``tol`` Å) are dropped, so the candidate budget
+    reaches twice as far. Vectors shorter than ``tol`` must already be removed.
+    """
+    vectors = np.where((vectors @ np.array([0.5772, 0.5774, 0.5776]) < 0)[:, None], -vectors, vectors)
+    _, first = np.unique(np.round(vectors / tol, 0), axis=0, return_index=True)
+    vectors = vectors[np.sort(first)]
+    order = np.argsort(np.linalg.norm(vectors, axis=1), kind="stable")[:max_candidates]
+    return vectors[order]
+
+
+def _accepted(scores: np.ndarray, min_score: float = _MIN_SCORE) -> np.ndarray:
+    """Which candidates are translations, from the fraction of atoms each (and its double) carries onto atoms.
+
+    A translation carries more than half of the atoms onto atoms (more than any sublattice map of
+    the structures we classify) and scores close to the best candidate; vacancies lower both.
+    """
+    best = scores.max() if len(scores) else 0.0
+    return scores >= max(min_score, 0.8 * best)
+
+
+def _shortest_basis(vectors) -> list[np.ndarray]:
+    """The first three independent vectors of ``vectors`` (given shortest first): successive minima."""
+    basis: list[np.ndarray] = []
+    for t in vectors:
+        if _independent(basis, t):
+            basis.append(t)
+            if len(basis) == 3:
+                break
+    return basis
+
+
 def _independent(basis: list[np.ndarray], t: np.ndarray) -> bool:
     """True when ``t`` is clearly out of the line (one vector) or plane (two vectors) of ``basis``."""
     if len(basis) == 0:
@@ -267,7 +286,7 @@ def _independent(basis: list[np.ndarray], t: np.ndarray) -> bool:
     return abs(normal @ t) > 0.25 * np.linalg.norm(normal) * np.linalg.norm(t)
 
 
-def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standard_orientation(lattice: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Niggli-reduce a lattice and put it in the triclinic standard orientation.
 
     Returns ``(standard, rotation)``: ``standard`` is the reduced lattice (rows), oriented with the
@@ -277,6 +296,12 @@ def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     reciprocal angles all acute or all obtuse, obtained by flipping two of the vectors where needed.
     The flip relabels the cell only (a flipped vector points along -x, say); the orientation of the
     crystal is the one fixed before it.
+
+    ``eps`` is the tolerance of the Niggli reduction relative to the cube root of the cell volume
+    (ASE's ``epsfactor``). A lattice measured from noisy positions (:mod:`crystalface.local`) needs a
+    larger one: the reduced cell of fcc sits on a boundary of the Niggli conditions (all angles 60
+    degrees), and noise of 0.1 % in the vectors picks another, equally short cell with other angles
+    (90, 120), which orients the crystal differently.
 
     Examples
     --------
@@ -288,7 +313,7 @@ def standard_orientation(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from ase.cell import Cell
 
     lattice = np.asarray(lattice, dtype=float)
-    _, op = Cell(lattice).niggli_reduce()
+    _, op = Cell(lattice).niggli_reduce(eps=eps)
     reduced = op.T @ lattice  # ASE returns the transposed integer operation
     if np.linalg.det(reduced) < 0:  # keep a right-handed basis: inversion is a symmetry of every lattice
         reduced = -reduced

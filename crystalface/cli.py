@@ -166,6 +166,32 @@ def cmd_demo(args) -> int:
     return run_demo(seed=args.seed)
 
 
+def cmd_map(args) -> int:
+    from .cell import StructureError
+    from .io import read_structures
+    from .mapping import map_structure, write_map
+    from .model import load_model
+
+    model = load_model(args.model)
+    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
+    if entry is None or entry.error is not None:
+        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+        return 1
+    try:
+        result = map_structure(entry.atoms, model=model, box=args.box, stride=args.stride, min_atoms=args.min_atoms,
+                               vote_radius=args.vote_radius, species=args.species, workers=args.workers,
+                               progress=not args.quiet)
+    except (StructureError, ValueError) as exc:
+        print(f"crystalface: {args.file} [{args.index}]: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    output = args.output or Path(args.file).stem + "_map"
+    paths = write_map(entry.atoms, result, output, source=args.file)
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
+    print(f"{len(entry.atoms)} atoms, {len(result.centres)} windows in {result.seconds['total']:.1f} s: {counts}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crystalface",
@@ -235,6 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="classify real crystals, pristine and defective, and print the table")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("map", help="classify every region of a sample without lattice vectors (polycrystal, tomography, MD)")
+    p.add_argument("file", help="the sample, any format ASE reads; lattice vectors are not needed")
+    p.add_argument("-o", "--output", help="prefix of the outputs PREFIX.xyz, PREFIX.json, PREFIX.png (default: FILE_map)")
+    p.add_argument("--box", type=float, default=16.0, help="edge of the sliding cubic window in Å (default 16)")
+    p.add_argument("--stride", type=float, default=2.0, help="step between windows in Å (default 2)")
+    p.add_argument("--min-atoms", type=int, default=50, help="skip windows with fewer atoms (default 50)")
+    p.add_argument("--vote-radius", type=float, default=None,
+                   help="windows whose centre is this close to an atom (Å) vote for its class (default: half the box)")
+    p.add_argument("--species", action="store_true",
+                   help="keep each element's scattering factor (default: all atoms alike, the lattice of the sites)")
+    p.add_argument("--index", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--format", help="file format for ASE when it cannot guess")
+    p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_map)
 
     bench = sub.add_parser("benchmark", help="reproduce the paper's benchmarks").add_subparsers(dest="benchmark", required=True)
     experiment = sub.add_parser("experiment", help="reproduce the paper's experiments").add_subparsers(dest="experiment", required=True)

@@ -69,5 +69,9 @@ def random_rotation(atoms: Atoms, seed: int | np.random.Generator | None = 0) ->
     rng = np.random.default_rng(seed)
     rot = Rotation.random(random_state=rng).as_matrix()
     out = atoms.copy()
+    if atoms.cell.rank < 3:  # a finite cluster: no cell to carry the atoms along
+        out.positions = atoms.positions @ rot.T
+        out.set_cell(np.asarray(atoms.cell[:]) @ rot.T)
+        return out
     out.set_cell(np.asarray(atoms.cell[:]) @ rot.T, scale_atoms=True)
     return out
