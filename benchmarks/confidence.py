@@ -115,7 +115,7 @@ def evaluate(model, clusters: list[Atoms], labels: list[str]) -> dict:
     novelty = model.novelty(images)
     if novelty is None:  # a model without novelty statistics
         novelty = np.zeros(len(images))
-    score = np.where(novelty > 1.0, 0.0, confidence.score(proba, images, descriptor.df2d))
+    score = np.where(novelty > confidence.NOVELTY_LIMIT, 0.0, confidence.score(proba, images, descriptor.df2d))
     predicted = np.array(model.classes)[proba.argmax(1)]
     return {"bragg": bragg, "p_max": proba.max(1), "novelty": novelty, "score": score,
             "confident": score >= confidence.THRESHOLD, "right": predicted == np.array(labels)}
@@ -138,6 +138,7 @@ def summary(result: dict) -> dict:
         "p_max": _quantiles(result["p_max"]),
         "novelty": _quantiles(result["novelty"]),
         "novelty_above_1_fraction": round(float((result["novelty"] > 1).mean()), 5),
+        "novelty_above_limit_fraction": round(float((result["novelty"] > confidence.NOVELTY_LIMIT).mean()), 5),
         "score": _quantiles(result["score"]),
         "confident_fraction_at_threshold": {f"{t:g}": round(float((result["score"] >= t).mean()), 5) for t in THRESHOLDS},
     }
@@ -300,7 +301,8 @@ def main(argv=None) -> int:
                   "descriptor": model.descriptor.to_dict()},
         "constants": {"TOP_PIXELS": confidence.TOP_PIXELS, "BRAGG_CENTRE": confidence.BRAGG_CENTRE,
                       "BRAGG_SLOPE": confidence.BRAGG_SLOPE, "THRESHOLD": confidence.THRESHOLD,
-                      "VACUUM_DISTANCE": confidence.VACUUM_DISTANCE, "MAX_VACUUM": confidence.MAX_VACUUM},
+                      "VACUUM_DISTANCE": confidence.VACUUM_DISTANCE, "MAX_VACUUM": confidence.MAX_VACUUM,
+                      "NOVELTY_LIMIT": confidence.NOVELTY_LIMIT},
         "acceptance": acceptance,
         **results,
         "seconds": round(time.perf_counter() - start, 1),

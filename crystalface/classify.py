@@ -39,7 +39,8 @@ class Prediction:
         Confidence score in [0, 1] (:func:`crystalface.confidence.assess`). None when failed.
     novelty : float or None
         Distance of the fingerprint from every class the network learned, in units of the farthest
-        training crystal (:meth:`crystalface.model.Model.novelty`); above 1 the structure is of a
+        training crystal (:meth:`crystalface.model.Model.novelty`); above 1 the fingerprint lies farther
+        than any training crystal, above ``crystalface.confidence.NOVELTY_LIMIT`` (2) the structure is of a
         kind the model never saw. None when failed or when the model has no novelty statistics.
     """
 

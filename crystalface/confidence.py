@@ -21,9 +21,10 @@ The score therefore multiplies the network's probability by two things the netwo
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
   out with a high probability for some class; but its activations in the penultimate layer lie far
   from those of every training class. :meth:`crystalface.model.Model.novelty` measures that
-  distance in units of the farthest training crystal; above 1 the prediction is not confident.
+  distance in units of the farthest training crystal; above :data:`NOVELTY_LIMIT` the prediction
+  is not confident.
 
-    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [novelty <= 1],
+    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [novelty <= NOVELTY_LIMIT],
     confident = score >= THRESHOLD
 
 The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
@@ -45,7 +46,7 @@ from scipy.spatial import cKDTree
 from .fingerprint import DF2D
 
 __all__ = [
-    "THRESHOLD", "bragg_fraction", "crystallinity", "domain_problem", "score", "vacuum_fraction", "assess",
+    "THRESHOLD", "NOVELTY_LIMIT", "bragg_fraction", "crystallinity", "domain_problem", "score", "vacuum_fraction", "assess",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
@@ -56,6 +57,12 @@ BRAGG_CENTRE = 0.14
 BRAGG_SLOPE = 5.39
 #: A prediction is confident when its score reaches this value.
 THRESHOLD = 0.5
+#: Largest novelty (in units of the farthest training crystal) of a confident prediction. Thermal
+#: noise moves crystals away from the training set too: on the calibration seed, 9 % of crystals at
+#: Lindemann 0.05 (a crystal well below melting) lie beyond 1, none beyond 1.9; twice the farthest
+#: training crystal keeps those confident and still flags most crystals of unknown types
+#: (docs/reliability.md).
+NOVELTY_LIMIT = 2.0
 #: Empty regions count from this distance to every atom, in nearest-neighbour distances.
 VACUUM_DISTANCE = 2.0
 #: Largest fraction of the cell volume allowed farther than VACUUM_DISTANCE from every atom.
@@ -220,7 +227,7 @@ def assess(
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
     ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`] x
-    [``novelty`` <= 1], in [0, 1]; ``confident`` = ``score >= THRESHOLD``.
+    [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` = ``score >= THRESHOLD``.
 
     Parameters
     ----------
@@ -248,5 +255,5 @@ def assess(
     outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
     values = np.where(outside, 0.0, values)
     if novelty is not None:
-        values = np.where(np.asarray(novelty) > 1.0, 0.0, values)
+        values = np.where(np.asarray(novelty) > NOVELTY_LIMIT, 0.0, values)
     return values >= THRESHOLD, values

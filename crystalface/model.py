@@ -126,8 +126,9 @@ class Model:
     def novelty(self, images: np.ndarray) -> np.ndarray | None:
         """How far each fingerprint lies from every class the network learned, in units of the threshold.
 
-        Above 1: farther than any training crystal (an unknown kind of structure). None when the
-        model has no novelty statistics (made by crystalface < 0.2).
+        Above 1: farther than any training crystal; above
+        :data:`crystalface.confidence.NOVELTY_LIMIT` a prediction is not confident (an unknown kind of
+        structure). None when the model has no novelty statistics (made by crystalface < 0.2).
         """
         if not self.novelty_stats or "novelty" not in self.card:
             return None

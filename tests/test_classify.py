@@ -107,3 +107,19 @@ def test_same_input_gives_identical_output(model):
     a = classify(atoms, model=model).probabilities
     b = classify(atoms, model=model).probabilities
     assert a == b
+
+
+def test_crystals_of_no_class_are_not_confident(model, data_dir):
+    """The shipped model's novelty flags elemental crystals of other structure types (docs/reliability.md)."""
+    from conftest import read_aims
+
+    from crystalface.confidence import NOVELTY_LIMIT
+
+    a = 5.05  # A15 (beta-W), space group 223: none of the seven classes
+    a15 = Atoms("W8", cell=[a, a, a], pbc=True, scaled_positions=[
+        (0, 0, 0), (0.5, 0.5, 0.5), (0.25, 0.5, 0), (0.75, 0.5, 0), (0, 0.25, 0.5), (0, 0.75, 0.5), (0.5, 0, 0.25), (0.5, 0, 0.75)])
+    gamma_pu = read_aims(data_dir / "prototypes" / "facecorthGammaPu_Pu_A_oF8_70_a.in")  # Fddd
+    unknown = classify([a15, gamma_pu], model=model)
+    assert all(p.novelty > NOVELTY_LIMIT and not p.confident and p.score == 0 for p in unknown), unknown
+    known = classify(CRYSTALS["Cu"].primitive(), model=model)
+    assert known.confident and known.novelty < 1
