@@ -145,12 +145,17 @@ def score(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D()) 
     return probabilities.max(axis=1) * crystallinity(bragg_fraction(images, params))
 
 
-def _periodic_nearest(tree: cKDTree, points: np.ndarray, cell: np.ndarray, k: int = 1) -> np.ndarray:
-    """Distance (Å) from each point to its k-th nearest atom over the 27 images of a reduced cell."""
-    shifts = np.array([[i, j, m] for i in (-1, 0, 1) for j in (-1, 0, 1) for m in (-1, 0, 1)]) @ cell
-    d, _ = tree.query((points[None, :, :] + shifts[:, None, :]).reshape(-1, 3), k=k)
-    d = d.reshape(len(shifts), len(points), k).transpose(1, 0, 2).reshape(len(points), -1)
-    return np.sort(d, axis=1)[:, k - 1]
+def _padded_tree(positions: np.ndarray, cell: np.ndarray, margin: float) -> cKDTree:
+    """KD-tree of the atoms of a Minkowski-reduced cell and of their images within ``margin`` Å of it.
+
+    A point inside the cell finds its nearest atom (if it lies within ``margin``) in one query: 27x
+    fewer queries than looking up the point's 27 images in a tree of the cell's atoms.
+    """
+    frac = positions @ np.linalg.inv(cell)
+    m = min(1.0, margin / np.linalg.svd(cell, compute_uv=False).min())  # beyond one cell: never nearer
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
+    images = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    return cKDTree(images[np.all((images >= -m) & (images <= 1 + m), axis=1)] @ cell)
 
 
 def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: int = 512, seed: int = 0) -> float:
@@ -183,12 +188,18 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     cell = np.asarray(minkowski_reduce(np.asarray(atoms.cell[:], dtype=float))[0], dtype=float)
     frac = atoms.positions @ np.linalg.inv(cell)
     positions = (frac - np.floor(frac)) @ cell
-    tree = cKDTree(positions)
+    # the median nearest-neighbour distance is at most ~1.4 x the mean spacing (V / N)^(1/3) (sphere
+    # packing of half of the atoms), so a margin of (distance + 1) x spacing covers it and the
+    # distance x nn the points are tested at; checked below, with all 27 images as the fallback
+    spacing = (abs(np.linalg.det(cell)) / len(atoms)) ** (1 / 3)
+    tree = _padded_tree(positions, cell, (distance + 1.0) * spacing)
     step = max(1, len(atoms) // 256)
-    nn = _periodic_nearest(tree, positions[::step], cell, k=2)  # k=2: the atom itself comes first
+    nn = tree.query(positions[::step], k=2)[0][:, 1]  # k=2: the atom itself comes first
     nn_distance = float(np.median(nn))
+    if distance * nn_distance > (distance + 1.0) * spacing:
+        tree = _padded_tree(positions, cell, np.inf)
     points = np.random.default_rng(seed).random((n_points, 3)) @ cell
-    return float(np.mean(_periodic_nearest(tree, points, cell) > distance * nn_distance))
+    return float(np.mean(tree.query(points, k=1)[0] > distance * nn_distance))
 
 
 def domain_problem(atoms: Atoms) -> str | None:
