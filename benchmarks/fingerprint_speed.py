@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per kernel (best is reported)")
     parser.add_argument("--copies", type=int, default=16, help="copies of each class cluster in the production batch")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4, help="clusters per kernel call (default 4, as crystalface.fingerprint)")
     parser.add_argument("--n-atoms", type=int, default=256, help="target cluster size")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "prototypes"),
                         help="folder of the AFLOW prototype geometry.in files")

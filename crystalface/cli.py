@@ -74,18 +74,27 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def _one_frame(args):
+    """The frame ``args.index`` of ``args.file`` as an Entry, or None after printing why it cannot be read."""
+    from .io import read_structures
+
+    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
+    if entry is None or entry.error is not None:
+        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+        return None
+    return entry
+
+
 def cmd_fingerprint(args) -> int:
     import numpy as np
 
-    from .io import read_structures
     from .model import load_model
     from .pipeline import Descriptor
     from .plotting import save_fingerprint
 
     descriptor = load_model(args.model).descriptor if args.model else Descriptor()
-    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
-    if entry is None or entry.error is not None:
-        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+    entry = _one_frame(args)
+    if entry is None:
         return 1
     from .cell import StructureError
 
@@ -107,13 +116,11 @@ def cmd_explain(args) -> int:
 
     from .cell import StructureError
     from .explain import response_maps, save_response_maps
-    from .io import read_structures
     from .model import load_model
 
     model = load_model(args.model)
-    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
-    if entry is None or entry.error is not None:
-        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+    entry = _one_frame(args)
+    if entry is None:
         return 1
     try:
         maps = response_maps(model, entry.atoms, target=args.target, top_k=args.top_k)
@@ -168,14 +175,12 @@ def cmd_demo(args) -> int:
 
 def cmd_map(args) -> int:
     from .cell import StructureError
-    from .io import read_structures
     from .mapping import map_structure, write_map
     from .model import load_model
 
     model = load_model(args.model)
-    entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
-    if entry is None or entry.error is not None:
-        print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
+    entry = _one_frame(args)
+    if entry is None:
         return 1
     try:
         result = map_structure(entry.atoms, model=model, box=args.box, stride=args.stride, min_atoms=args.min_atoms,
