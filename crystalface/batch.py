@@ -1,4 +1,4 @@
-"""Step 9 of the pipeline: classify millions of structures, streaming, resumable, written as they are done.
+"""Many structures: the pipeline over millions of structures, streaming, resumable, written as they are done.
 
 :func:`classify_files` reads the structures file by file (an ASE database by id range), classifies
 them in chunks on a pool of processes that lives for the whole run (or on a Dask cluster, see

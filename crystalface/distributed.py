@@ -1,4 +1,4 @@
-"""Step 9 on a cluster: the batch job of :mod:`crystalface.batch` run as tasks on Dask workers.
+"""Many structures on a cluster: the batch job of :mod:`crystalface.batch` run as tasks on Dask workers.
 
 The input is cut into parts of about :data:`PART` structures: an ASE database by row-id range; a
 file over :data:`SPLIT_BYTES` by frame range, once a worker has counted its frames; small
