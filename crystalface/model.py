@@ -71,26 +71,22 @@ class Model:
         return Descriptor.from_dict(self.card["descriptor"])
 
     @torch.inference_mode()
+    def _batched(self, forward, images: np.ndarray, batch_size: int, width: int) -> np.ndarray:
+        """``forward`` (a function of the network input) on fingerprints (B, 3, n, n), batch by batch."""
+        self.network.eval()
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))
+            out.append(forward(x.contiguous(memory_format=torch.channels_last)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (B, n_classes) of fingerprints (B, 3, n, n), in batches."""
-        self.network.eval()
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))
-            x = x.contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(self.network(x), dim=1).numpy())
-        n = len(self.classes)
-        return np.concatenate(out) if out else np.zeros((0, n), np.float32)
+        return self._batched(lambda x: torch.softmax(self.network(x), dim=1), images, batch_size, len(self.classes))
 
-    @torch.inference_mode()
     def features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Penultimate-layer activations (B, 128) of fingerprints (B, 3, n, n): what the last layer classifies."""
-        self.network.eval()
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))
-            out.append(self.network.embed(x.contiguous(memory_format=torch.channels_last)).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.network.dense), np.float32)
+        return self._batched(self.network.embed, images, batch_size, self.network.dense)
 
     def fit_novelty(self, images: np.ndarray, labels: Sequence[str]) -> None:
         """Store where training fingerprints lie in the penultimate layer, for :meth:`novelty`.
