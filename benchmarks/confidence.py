@@ -115,7 +115,7 @@ def evaluate(model, clusters: list[Atoms], labels: list[str]) -> dict:
     novelty = model.novelty(images)
     if novelty is None:  # a model without novelty statistics
         novelty = np.zeros(len(images))
-    score = np.where(novelty > confidence.NOVELTY_LIMIT, 0.0, confidence.score(proba, images, descriptor.df2d))
+    score = confidence.score(proba, images, descriptor.df2d, novelty)
     predicted = np.array(model.classes)[proba.argmax(1)]
     return {"bragg": bragg, "p_max": proba.max(1), "novelty": novelty, "score": score,
             "confident": score >= confidence.THRESHOLD, "right": predicted == np.array(labels)}

@@ -118,8 +118,10 @@ def crystallinity(bragg: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + (BRAGG_CENTRE / bragg) ** BRAGG_SLOPE)
 
 
-def score(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
-    """Network-and-fingerprint part of the score: P(predicted class) x crystallinity, per structure.
+def score(
+    probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(), novelty: np.ndarray | None = None
+) -> np.ndarray:
+    """Network-and-fingerprint part of the score: P(predicted class) x crystallinity x [novelty <= NOVELTY_LIMIT].
 
     Parameters
     ----------
@@ -129,6 +131,8 @@ def score(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D()) 
         (B, 3, n, n) fingerprints.
     params : DF2D
         Descriptor parameters the fingerprints were made with.
+    novelty : numpy.ndarray, optional
+        (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
 
     Returns
     -------
@@ -142,7 +146,10 @@ def score(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D()) 
     [0.0]
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    return probabilities.max(axis=1) * crystallinity(bragg_fraction(images, params))
+    values = probabilities.max(axis=1) * crystallinity(bragg_fraction(images, params))
+    if novelty is not None:
+        values = np.where(np.asarray(novelty) > NOVELTY_LIMIT, 0.0, values)
+    return values
 
 
 def _padded_tree(positions: np.ndarray, cell: np.ndarray, margin: float) -> cKDTree:
@@ -262,9 +269,7 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
-    values = score(probabilities, images, params)
+    values = score(probabilities, images, params, novelty)
     outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
     values = np.where(outside, 0.0, values)
-    if novelty is not None:
-        values = np.where(np.asarray(novelty) > NOVELTY_LIMIT, 0.0, values)
     return values >= THRESHOLD, values

@@ -86,10 +86,9 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
 
     Returns probabilities (len(items), n_classes) and the confidence score of each prediction
-    (:func:`crystalface.confidence.score`, set to 0 where the model's novelty is above ``NOVELTY_LIMIT``, as in
-    :func:`crystalface.confidence.assess`), NaN where a cluster failed, and per item None or the error.
+    (:func:`crystalface.confidence.score` with the model's novelty, as predictions have it), NaN where
+    a cluster failed, and per item None or the error.
     """
-    from ..confidence import NOVELTY_LIMIT
     from ..confidence import score as confidence_score
 
     model = _STATE["model"]
@@ -108,10 +107,7 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     if clusters:
         images = fingerprint(clusters, descriptor.df2d)
         proba[ok] = model.predict_proba(images)
-        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d)
-        novelty = model.novelty(images)
-        if novelty is not None:
-            scores[ok] = np.where(novelty > NOVELTY_LIMIT, 0.0, scores[ok])
+        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, model.novelty(images))
     return proba, scores, errors
 
 
