@@ -110,9 +110,8 @@ def evaluate(model, clusters: list[Atoms], labels: list[str]) -> dict:
     """Bragg fraction, maximum probability, score, confident and right-or-wrong of every cluster."""
     descriptor = model.descriptor
     images = descriptor.fingerprints(clusters)
-    proba = model.predict_proba(images)
+    proba, novelty = model.predict(images)
     bragg = confidence.bragg_fraction(images, descriptor.df2d)
-    novelty = model.novelty(images)
     if novelty is None:  # a model without novelty statistics
         novelty = np.zeros(len(images))
     score = confidence.score(proba, images, descriptor.df2d, novelty)

@@ -62,30 +62,22 @@ _CSV_COLUMNS = ("source", "index", "label", "confident", "score") + tuple(
 
 # --- classification of one chunk: the same function on this process, a pool process or a Dask worker
 
-def _padded(network_call: Callable, images: np.ndarray) -> np.ndarray:
-    n = len(images)
-    if n == 0:
-        return network_call(images)
-    padded = np.zeros((-(-n // NET_BATCH) * NET_BATCH,) + images.shape[1:], np.float32)
-    padded[:n] = images
-    return network_call(padded, batch_size=NET_BATCH)[:n]
-
-
 class _FixedBatchModel(Model):
     """The model, calling the network on batches of exactly NET_BATCH fingerprints (module docstring).
 
-    Every method of :class:`Model` that runs the network on a batch of fingerprints is wrapped here.
+    Every network call of :class:`Model` goes through ``Model._batched``; it is overridden here to pad
+    the fingerprints with zeros to a multiple of NET_BATCH and run them NET_BATCH at a time.
     """
 
     @classmethod
     def of(cls, model: Model) -> "_FixedBatchModel":
         return model if isinstance(model, cls) else cls(**{f.name: getattr(model, f.name) for f in fields(model)})
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = NET_BATCH) -> np.ndarray:
-        return _padded(super().predict_proba, images)
-
-    def features(self, images: np.ndarray, batch_size: int = NET_BATCH) -> np.ndarray:
-        return _padded(super().features, images)
+    def _batched(self, forward, images: np.ndarray, batch_size: int, width: int) -> np.ndarray:
+        n = len(images)
+        padded = np.zeros((-(-n // NET_BATCH) * NET_BATCH,) + images.shape[1:], np.float32)
+        padded[:n] = images
+        return super()._batched(forward, padded, NET_BATCH, width)[:n]
 
 
 @contextmanager

@@ -108,8 +108,7 @@ def classify(
     model = model or load_model()
     images, errors = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress)
     ok = [i for i, e in enumerate(errors) if e is None]
-    proba = model.predict_proba(images[ok]) if ok else np.zeros((0, len(model.classes)))
-    novelty = model.novelty(images[ok]) if ok else None
+    proba, novelty = model.predict(images[ok]) if ok else (np.zeros((0, len(model.classes))), None)
     confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty)
     classes = model.classes
     results: list[Prediction] = []

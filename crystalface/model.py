@@ -88,6 +88,17 @@ class Model:
         """Penultimate-layer activations (B, 128) of fingerprints (B, 3, n, n): what the last layer classifies."""
         return self._batched(self.network.embed, images, batch_size, self.network.dense)
 
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (B, n_classes) and :meth:`novelty` (B,) or None, from one forward pass."""
+        n = len(self.classes)
+
+        def forward(x):
+            h = self.network.embed(x)
+            return torch.cat([torch.softmax(self.network.head(h), dim=1), h], dim=1)
+
+        both = self._batched(forward, images, batch_size, n + self.network.dense)
+        return np.ascontiguousarray(both[:, :n]), self._novelty_of(both[:, n:])
+
     def fit_novelty(self, images: np.ndarray, labels: Sequence[str]) -> None:
         """Store where training fingerprints lie in the penultimate layer, for :meth:`novelty`.
 
@@ -126,9 +137,15 @@ class Model:
         :data:`crystalface.confidence.NOVELTY_LIMIT` a prediction is not confident (an unknown kind of
         structure). None when the model has no novelty statistics (made by crystalface < 0.2).
         """
-        if not self.novelty_stats or "novelty" not in self.card:
+        return self._novelty_of(self.features(images)) if self._has_novelty() else None
+
+    def _has_novelty(self) -> bool:
+        return bool(self.novelty_stats) and "novelty" in self.card
+
+    def _novelty_of(self, feats: np.ndarray) -> np.ndarray | None:
+        if not self._has_novelty():
             return None
-        return self._mahalanobis(self.features(images)) / self.card["novelty"]["threshold"]
+        return self._mahalanobis(feats) / self.card["novelty"]["threshold"]
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.safetensors) and the card beside it (.json, with the weights' SHA-256)."""

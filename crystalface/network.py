@@ -49,6 +49,10 @@ class ConvNet(nn.Module):
         """Penultimate activations (B, dense): after the dense layer, batch-norm and ReLU."""
         return self.classifier[:5](self.features(x))
 
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from penultimate activations: ``head(embed(x))`` is ``forward(x)``."""
+        return self.classifier[5:](h)
+
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=1)

@@ -106,8 +106,8 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     scores = np.full(len(items), np.nan)
     if clusters:
         images = fingerprint(clusters, descriptor.df2d)
-        proba[ok] = model.predict_proba(images)
-        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, model.novelty(images))
+        proba[ok], novelty = model.predict(images)
+        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, novelty)
     return proba, scores, errors
 
 
