@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..cell import StructureError
 from .provenance import machine_info
+from .workers import STATE, init_worker
 from ..classes import CLASSES, class_of_space_group
 from ..defects import displace, vacancies
 from ..fingerprint import fingerprint
@@ -327,16 +328,6 @@ def baseline_space_group(atoms: Atoms, method: str) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # Work units (run in worker processes; the model reaches each worker once, by the initialiser)
 
-_STATE: dict = {}
-
-
-def _init_worker(model, threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)  # one process per core; more threads would oversubscribe
-    _STATE["model"] = model
-
 
 def _cluster_task(descriptor, items):
     """[(index, atoms)] -> [(index, cluster or None, error or None)], seconds."""
@@ -352,7 +343,7 @@ def _cluster_task(descriptor, items):
 
 def _crystalface_task(level: Level, seed: int, items):
     """Defects on each pristine cluster of ``items`` [(index, cluster)], then one batched fingerprint + forward pass."""
-    model = _STATE["model"]
+    model = STATE["model"]
     descriptor = model.descriptor
     t0 = time.perf_counter()
     indices, clusters, errors = [], [], {}
@@ -431,9 +422,9 @@ class _Executor:
     def __init__(self, model, workers: int):
         self.pool = None
         if workers > 1:
-            self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(model, 1))
+            self.pool = ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(model, 1))
         else:
-            _init_worker(model, None)
+            init_worker(model, None)
 
     def run(self, tasks, bars: dict):
         """Yield ``(key, result)`` as the tasks ``(key, function, args, n_structures)`` finish; bar ``key[0]`` counts."""

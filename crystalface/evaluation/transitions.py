@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from ..confidence import THRESHOLD as CONFIDENCE_THRESHOLD
 from .provenance import machine_info
+from .workers import STATE, init_worker
 from ..cell import StructureError
 from ..defects import displace
 from ..fingerprint import fingerprint
@@ -71,16 +72,6 @@ _COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "di
 # ---------------------------------------------------------------------------------------------
 # Batched classification of clusters, in worker processes
 
-_STATE: dict = {}
-
-
-def _init_worker(model, threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)  # one process per core; more threads would oversubscribe
-    _STATE["model"] = model
-
 
 def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
@@ -91,7 +82,7 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     """
     from ..confidence import score as confidence_score
 
-    model = _STATE["model"]
+    model = STATE["model"]
     descriptor = model.descriptor
     clusters, ok, errors = [], [], []
     for j, item in enumerate(items):
@@ -118,12 +109,12 @@ def _classify(model, builder: Callable, base, items: Sequence, workers: int, pro
     bar = tqdm(total=len(items), desc=desc, unit="structure", disable=not progress, leave=False)
     results = []
     if workers <= 1 or len(chunks) <= 1:
-        _init_worker(model, None)
+        init_worker(model, None)
         for chunk in chunks:
             results.append(_classify_task(builder, base, chunk))
             bar.update(len(chunk))
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(model, 1)) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(model, 1)) as pool:
             for chunk, result in zip(chunks, pool.map(_classify_task, [builder] * len(chunks), [base] * len(chunks), chunks)):
                 results.append(result)
                 bar.update(len(chunk))
