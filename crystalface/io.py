@@ -8,6 +8,7 @@ instead of an exception, so the rest of the batch goes on.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from typing import Iterable, Iterator, Union
 
 from ase import Atoms
 from ase.io import iread
-from ase.io.formats import UnknownFileTypeError, filetype, get_ioformat, string2index
+from ase.io.extxyz import XYZError, read_xyz
+from ase.io.formats import UnknownFileTypeError, filetype, get_ioformat, open_with_compression, string2index
 
 __all__ = ["Entry", "read_structures"]
 
@@ -171,7 +173,7 @@ def _read_file(path: PathLike, frames: slice, format: str | None) -> Iterator[En
         return
     try:
         fmt = format or filetype(source)
-        io = get_ioformat(fmt)
+        ioformat = get_ioformat(fmt)
     except UnknownFileTypeError as error:
         if format:
             yield Entry(source, -1, None, f"unknown format {format!r}")
@@ -189,21 +191,21 @@ def _read_file(path: PathLike, frames: slice, format: str | None) -> Iterator[En
     if (start is not None and start < 0) or (stop is not None and stop < 0):
         # negative indices count from the end: count the frames first (streaming, nothing kept)
         try:
-            n_frames = 1 if io.single else _count_frames(source, fmt)
+            n_frames = 1 if ioformat.single else _count_frames(source, fmt)
         except Exception as error:
             yield Entry(source, -1, None, f"parse error: {_first_line(error)}")
             return
         start, stop, step = slice(start, stop, step).indices(n_frames)
     start = start or 0
 
-    if io.single:
+    if ioformat.single:
         # ASE reads a single-frame format only with index ':'; it holds frame 0 alone
         if start != 0 or (stop is not None and stop <= 0):
             yield Entry(source, -1, None, f"no structure in the file for index {_index_text(frames)}")
             return
         start, stop, step = None, None, 1
     # the step is applied here, not by ASE: some readers (ASE db) accept only contiguous slices
-    frames_iter = iread(source, index=slice(start, stop), format=fmt, do_not_split_by_at_sign=True)
+    frames_iter = _iread(source, fmt, start, stop)
     number = start or 0
     read_any = False
     while True:
@@ -227,8 +229,47 @@ def _read_file(path: PathLike, frames: slice, format: str | None) -> Iterator[En
         yield Entry(source, -1, None, "no structure in the file" + suffix)
 
 
+def _iread(source: str, fmt: str, start: int | None, stop: int | None) -> Iterator[Atoms]:
+    """Frames ``start:stop`` of a file, one at a time: ASE's ``iread``, or :func:`_extxyz_frames` for extended XYZ."""
+    if fmt == "extxyz":
+        return _extxyz_frames(source, start or 0, stop)
+    return iread(source, index=slice(start, stop), format=fmt, do_not_split_by_at_sign=True)
+
+
+def _extxyz_frames(source: str, start: int = 0, stop: int | None = None, parse: bool = True) -> Iterator[Atoms | None]:
+    """Frames ``start:stop`` of an extended XYZ file in bounded memory; each frame is parsed by ASE.
+
+    Written by hand because ASE's ``iread`` on extended XYZ first scans the whole file into a list of
+    frame offsets (about 100 bytes a frame: 100 MB for 10^8 frames) before yielding the first one.
+    Here only the current frame's lines are held: they are cut with ASE's own framing rules (a
+    frame count line, a comment line, that many atom lines and up to three ``VEC`` lines; a blank
+    line ends the file) and handed to :func:`ase.io.extxyz.read_xyz`. A header that is not a number
+    raises ASE's ``XYZError`` when that frame is reached, after the good frames before it.
+    With ``parse=False`` frames are only counted (yields None per frame).
+    """
+    with open_with_compression(source, "r") as handle:
+        line = handle.readline()
+        number = 0
+        while line.strip() and (stop is None or number < stop):
+            try:
+                natoms = int(line)
+            except ValueError as error:
+                raise XYZError(f"ase.io.extxyz: Expected xyz header but got: {error}") from None
+            lines = [line]
+            lines.extend(handle.readline() for _ in range(natoms + 1))  # comment line and atoms
+            line = handle.readline()
+            while line.lstrip().startswith("VEC"):
+                lines.append(line)
+                line = handle.readline()
+            if number >= start:
+                yield next(read_xyz(io.StringIO("".join(lines)), 0)) if parse else None
+            number += 1
+
+
 def _count_frames(source: str, fmt: str) -> int:
     """Number of frames in a file, streaming (for negative indices)."""
+    if fmt == "extxyz":
+        return sum(1 for _ in _extxyz_frames(source, parse=False))
     frames = iread(source, index=slice(None), format=fmt, do_not_split_by_at_sign=True)
     count = 0
     while _call_quietly(next, frames, None) is not None:

@@ -214,3 +214,46 @@ def test_fhi_aims_future_warning_is_silenced_and_filters_are_restored(data_dir):
     assert not [w for w in caught if "FHI-aims" in str(w.message)]
     assert warnings.filters == filters
     assert inside[1:] == filters and inside[0][0] == "always"  # only the test's own filter is in place
+
+
+def _same_frames(ours: list[Entry], theirs: list[Atoms]) -> None:
+    assert [e.ok for e in ours] == [True] * len(theirs)
+    for entry, atoms in zip(ours, theirs):
+        info = {k: v for k, v in entry.atoms.info.items() if k not in ("source", "index")}
+        assert entry.atoms.get_chemical_symbols() == atoms.get_chemical_symbols()
+        assert np.array_equal(entry.atoms.positions, atoms.positions)
+        assert np.array_equal(entry.atoms.cell[:], atoms.cell[:]) and np.array_equal(entry.atoms.pbc, atoms.pbc)
+        assert info.keys() == atoms.info.keys() and entry.atoms.arrays.keys() == atoms.arrays.keys()
+
+
+@pytest.mark.parametrize("name", ["frames.xyz", "frames.extxyz", "frames.xyz.gz"])
+def test_extended_xyz_frames_are_exactly_what_ase_reads(tmp_path, name):
+    """crystalface frames extended XYZ itself (bounded memory); every frame must equal ASE's reading of it."""
+    structures = _structures(5)
+    for i, atoms in enumerate(structures):
+        atoms.info["step"] = i
+        atoms.info["note"] = f"frame {i} with spaces"
+        atoms.arrays["charge_like"] = np.arange(len(atoms), dtype=float) * 0.1
+    path = tmp_path / name
+    ase.io.write(path, structures, format="extxyz")
+    _same_frames(_entries(path), ase.io.read(path, ":", format="extxyz"))
+    _same_frames(_entries(path, index="1::2"), ase.io.read(path, "1::2", format="extxyz"))
+
+
+def test_extended_xyz_with_vec_lattice_lines(tmp_path):
+    path = tmp_path / "vec.xyz"
+    frame = "2\nplain comment\nSi 0 0 0\nSi 1.36 1.36 1.36\nVEC1 5.44 0 0\nVEC2 0 5.44 0\nVEC3 0 0 5.44\n"
+    path.write_text(frame * 3)
+    entries = _entries(path)
+    _same_frames(entries, ase.io.read(path, ":", format="extxyz"))
+    assert [e.index for e in entries] == [0, 1, 2] and entries[2].atoms.cell[2, 2] == 5.44
+
+
+def test_a_bad_frame_header_late_in_extended_xyz_does_not_lose_the_frames_before_it(tmp_path):
+    """No whole-file scan before the first frame: a broken count line at frame 3 is reported at frame 3."""
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, _structures(3))
+    path.write_text(path.read_text() + "three\nnot a frame\n")
+    entries = _entries(path)
+    assert [(e.index, e.ok) for e in entries] == [(0, True), (1, True), (2, True), (3, False)]
+    assert entries[3].error.startswith("parse error") and "header" in entries[3].error
