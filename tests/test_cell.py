@@ -174,6 +174,21 @@ def test_vacancies_and_noise_keep_the_fcc_lattice_and_every_atom(prototypes, rot
                        np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1))
 
 
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("defect", ["pristine", "10 % vacancies + 0.02 A", "40 % vacancies + 0.05 A"])
+def test_early_stop_of_the_translation_scan_gives_the_full_scan_lattice(prototypes, monkeypatch, label, defect):
+    """Scoring candidates chunk by chunk and stopping once the answer is settled changes nothing."""
+    import crystalface.cell as cell_module
+
+    atoms = rotated(conventional(label, prototypes[label]).repeat(3), 2)
+    if defect != "pristine":
+        fraction, sigma = (0.1, 0.02) if defect.startswith("10") else (0.4, 0.05)
+        atoms = displace(vacancies(atoms, fraction=fraction, seed=1), sigma=sigma, seed=1)
+    early = primitive_lattice(atoms)
+    monkeypatch.setattr(cell_module, "_CHUNK", 10**6)  # one chunk: every candidate scored
+    assert np.array_equal(primitive_lattice(atoms), early)
+
+
 # --- standard cell --------------------------------------------------------------------------------
 
 
