@@ -129,6 +129,11 @@ def train(
         val_loss, val_acc = _evaluate(network, x_val, y_val)
         history.append({"epoch": epoch + 1, "train_loss": total / len(x_train), "val_loss": val_loss, "val_accuracy": val_acc})
         bar.set_postfix(train_loss=f"{total / len(x_train):.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
+        # an epoch replaces the kept weights only if it beats them by min_delta. Keeping instead the
+        # lowest validation loss however small the gain was measured (seed-5000 validation set,
+        # 28 000 structures): epoch 7 (val loss 2.3e-4) made 34 / 178 errors at 0.15 / 0.2 A noise
+        # where epoch 3 (5.0e-4) made 5 / 51 -- fitting pristine crystals ever more sharply costs
+        # robustness, so min_delta also acts as a regulariser.
         if val_loss < best[0] - min_delta:
             best = (val_loss, val_acc, copy.deepcopy(network.state_dict()), epoch + 1)
         elif epoch + 1 - best[3] >= patience:
