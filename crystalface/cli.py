@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("dataset", help="generate the pristine prototype training set (ASE database)")
-    p.add_argument("--size", type=int, default=28000, help="number of structures (default 28000)")
+    p.add_argument("--size", type=int, default=14000, help="number of structures (default 14000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", default="dataset.db", help="ASE database file (default dataset.db)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")

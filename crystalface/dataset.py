@@ -425,7 +425,7 @@ def _description() -> dict:
 
 def make_dataset(
     path: str | pathlib.Path,
-    size: int = 28000,
+    size: int = 14000,
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
@@ -442,8 +442,8 @@ def make_dataset(
     path
         Output file; must end in ``.db`` (so ``ase db`` recognises it as SQLite).
     size
-        Number of structures (the paper had 10 517; 28 000 gives 4000 per class: each doubling
-        from 7000 made the decision boundaries between neighbouring classes sharper, docs/method.md).
+        Number of structures (the paper had 10 517; 14 000 gives 2000 per class: twice 7000 made
+        the decision boundaries between neighbouring classes sharper, docs/method.md).
     seed
         Non-negative integer seed.
     progress
