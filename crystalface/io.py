@@ -240,11 +240,12 @@ def _extxyz_frames(source: str, start: int = 0, stop: int | None = None, parse: 
     """Frames ``start:stop`` of an extended XYZ file in bounded memory; each frame is parsed by ASE.
 
     Written by hand because ASE's ``iread`` on extended XYZ first scans the whole file into a list of
-    frame offsets (about 100 bytes a frame: 100 MB for 10^8 frames) before yielding the first one.
+    frame offsets (about 100 bytes a frame: 100 MB for a million frames) before yielding the first one.
     Here only the current frame's lines are held: they are cut with ASE's own framing rules (a
     frame count line, a comment line, that many atom lines and up to three ``VEC`` lines; a blank
-    line ends the file) and handed to :func:`ase.io.extxyz.read_xyz`. A header that is not a number
-    raises ASE's ``XYZError`` when that frame is reached, after the good frames before it.
+    line ends the file) and handed to :func:`ase.io.extxyz.read_xyz`. A header that is not a number,
+    or a count of atoms beyond the end of the file, raises ASE's ``XYZError`` when that frame is
+    reached, after the good frames before it.
     With ``parse=False`` frames are only counted (yields None per frame).
     """
     with open_with_compression(source, "r") as handle:
@@ -256,7 +257,11 @@ def _extxyz_frames(source: str, start: int = 0, stop: int | None = None, parse: 
             except ValueError as error:
                 raise XYZError(f"ase.io.extxyz: Expected xyz header but got: {error}") from None
             lines = [line]
-            lines.extend(handle.readline() for _ in range(natoms + 1))  # comment line and atoms
+            for _ in range(natoms + 1):  # comment line and atoms
+                line = handle.readline()
+                if not line:  # checked here: ASE's reader would loop over an impossible count for ever
+                    raise XYZError(f"the file ends after {max(0, len(lines) - 2)} of the frame's {natoms} atoms")
+                lines.append(line)
             line = handle.readline()
             while line.lstrip().startswith("VEC"):
                 lines.append(line)

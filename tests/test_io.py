@@ -257,3 +257,12 @@ def test_a_bad_frame_header_late_in_extended_xyz_does_not_lose_the_frames_before
     entries = _entries(path)
     assert [(e.index, e.ok) for e in entries] == [(0, True), (1, True), (2, True), (3, False)]
     assert entries[3].error.startswith("parse error") and "header" in entries[3].error
+
+
+def test_an_impossible_atom_count_is_a_parse_error_not_a_hang(tmp_path):
+    path = tmp_path / "huge.xyz"
+    ase.io.write(path, _structures(1))
+    path.write_text(path.read_text() + "999999999999\ncomment\nCu 0 0 0\n")
+    entries = _entries(path)
+    assert [(e.index, e.ok) for e in entries] == [(0, True), (1, False)]
+    assert entries[1].error.startswith("parse error")
