@@ -225,7 +225,7 @@ def _primitive_lattice(atoms: Atoms, tol: float | None) -> np.ndarray:
     # one sublattice onto another (diamond, hcp: half of the atoms) has a double that carries almost
     # none, whereas the double of a translation is a translation.
     scored = _scored_atoms(n)
-    scores, refined, accepted = _score_candidates(search, cart, scored, numbers, np.linalg.inv(cell))
+    refined, accepted = _score_candidates(search, cart, scored, numbers, np.linalg.inv(cell))
 
     # lattice vectors of the cell are translations too: after the accepted ones (shortest first)
     # they complete a basis along directions in which the cell holds a single period (a 1x1x4 cell)
@@ -249,8 +249,11 @@ def _primitive_lattice(atoms: Atoms, tol: float | None) -> np.ndarray:
 
 
 def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndarray, numbers: np.ndarray,
-                      inv_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores (fraction of ``scored`` atoms that t and 2t both carry onto atoms), refined vectors and acceptance.
+                      inv_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidate vectors are translations (:func:`_accepted`), and the vectors refined on the atoms.
+
+    A candidate's score is the fraction of the ``scored`` atoms that t and 2t both carry onto atoms
+    of the same element; each t is refined by the mean mismatch of the atoms it carries.
 
     Candidates come shortest first and are scored in chunks of :data:`_CHUNK`. The scan stops early
     when the answer can no longer change: the accepted candidates so far span three dimensions, are
@@ -293,7 +296,7 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
             break
     accepted = np.zeros(len(cart), dtype=bool)
     accepted[:done] = _accepted(scores[:done])
-    return scores, refined, accepted
+    return refined, accepted
 
 
 def _candidate_translations(vectors: np.ndarray, tol: float, max_candidates: int) -> np.ndarray:
