@@ -41,7 +41,6 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 from ase.geometry import minkowski_reduce
-from scipy.spatial import cKDTree
 
 from .cell import _padded_tree
 from .fingerprint import DF2D
