@@ -2,7 +2,8 @@
 
 Both kernels run on the ~256-atom clusters of the seven class prototypes (standard_cell -> cluster ->
 scale). The production kernel gets them as one batched call over ``--copies`` copies of each
-(7 x 16 = 112 structures by default, ``--batch-size`` 64); the reference kernel computes one of each.
+(7 x 16 = 112 structures by default, ``--batch-size`` as in ``crystalface.fingerprint`` unless given); the
+reference kernel computes one of each.
 The agreement of the two (max |difference|, Pearson correlation) is measured on the same clusters.
 
     python benchmarks/fingerprint_speed.py --repeats 3 --output benchmarks/fingerprint_speed
@@ -13,6 +14,7 @@ writes ``<output>.json`` (every number, the parameters and the machine) and ``<o
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -35,6 +37,9 @@ import torch  # noqa: E402
 
 import crystalface  # noqa: E402
 from crystalface import DF2D, cluster, fingerprint, fingerprint_reference, scale, standard_cell  # noqa: E402
+
+#: The production kernel's own default batch size.
+_DEFAULT_BATCH = inspect.signature(fingerprint).parameters["batch_size"].default
 
 #: One prototype per class (AFLOW prototype library, as in /work/shared/data/prototypes).
 PROTOTYPES = {
@@ -194,7 +199,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per kernel (best is reported)")
     parser.add_argument("--copies", type=int, default=16, help="copies of each class cluster in the production batch")
-    parser.add_argument("--batch-size", type=int, default=4, help="clusters per kernel call (default 4, as crystalface.fingerprint)")
+    parser.add_argument("--batch-size", type=int, default=_DEFAULT_BATCH,
+                        help=f"clusters per kernel call (default {_DEFAULT_BATCH}, as crystalface.fingerprint)")
     parser.add_argument("--n-atoms", type=int, default=256, help="target cluster size")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "prototypes"),
                         help="folder of the AFLOW prototype geometry.in files")
