@@ -74,15 +74,23 @@ def cmd_classify(args) -> int:
     return 0
 
 
-def _one_frame(args):
-    """The frame ``args.index`` of ``args.file`` as an Entry, or None after printing why it cannot be read."""
+def _on_one_frame(args, compute):
+    """``(entry, compute(entry.atoms))`` for the frame ``args.index`` of ``args.file``.
+
+    None after printing, in one line, why the frame cannot be read or ``compute`` refused it.
+    """
+    from .cell import StructureError
     from .io import read_structures
 
     entry = next(iter(read_structures([args.file], index=str(args.index), format=args.format)), None)
     if entry is None or entry.error is not None:
         print(f"crystalface: {args.file}: {entry.error if entry else 'no structure'}", file=sys.stderr)
         return None
-    return entry
+    try:
+        return entry, compute(entry.atoms)
+    except (StructureError, ValueError) as exc:
+        print(f"crystalface: {args.file} [{args.index}]: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return None
 
 
 def cmd_fingerprint(args) -> int:
@@ -93,16 +101,10 @@ def cmd_fingerprint(args) -> int:
     from .plotting import save_fingerprint
 
     descriptor = load_model(args.model).descriptor if args.model else Descriptor()
-    entry = _one_frame(args)
-    if entry is None:
+    done = _on_one_frame(args, descriptor)
+    if done is None:
         return 1
-    from .cell import StructureError
-
-    try:
-        image = descriptor(entry.atoms)
-    except (StructureError, ValueError) as exc:
-        print(f"crystalface: {args.file} [{args.index}]: {exc}", file=sys.stderr)
-        return 1
+    image = done[1]
     save_fingerprint(image, args.output, title=f"{Path(args.file).name} [{args.index}]")
     print(f"wrote {args.output}")
     if args.npy:
@@ -114,19 +116,14 @@ def cmd_fingerprint(args) -> int:
 def cmd_explain(args) -> int:
     import numpy as np
 
-    from .cell import StructureError
     from .explain import response_maps, save_response_maps
     from .model import load_model
 
     model = load_model(args.model)
-    entry = _one_frame(args)
-    if entry is None:
+    done = _on_one_frame(args, lambda atoms: response_maps(model, atoms, target=args.target, top_k=args.top_k))
+    if done is None:
         return 1
-    try:
-        maps = response_maps(model, entry.atoms, target=args.target, top_k=args.top_k)
-    except (StructureError, ValueError) as exc:
-        print(f"crystalface: {args.file} [{args.index}]: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
+    maps = done[1]
     save_response_maps(maps, args.output, title=f"{Path(args.file).name} [{args.index}]")
     print(f"{maps.label} ({maps.probabilities.max():.3f}); wrote {args.output}")
     if args.json:
@@ -174,21 +171,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_map(args) -> int:
-    from .cell import StructureError
     from .mapping import map_structure, write_map
     from .model import load_model
 
     model = load_model(args.model)
-    entry = _one_frame(args)
-    if entry is None:
+    done = _on_one_frame(args, lambda atoms: map_structure(
+        atoms, model=model, box=args.box, stride=args.stride, min_atoms=args.min_atoms, vote_radius=args.vote_radius,
+        species=args.species, workers=args.workers, progress=not args.quiet))
+    if done is None:
         return 1
-    try:
-        result = map_structure(entry.atoms, model=model, box=args.box, stride=args.stride, min_atoms=args.min_atoms,
-                               vote_radius=args.vote_radius, species=args.species, workers=args.workers,
-                               progress=not args.quiet)
-    except (StructureError, ValueError) as exc:
-        print(f"crystalface: {args.file} [{args.index}]: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
+    entry, result = done
     output = args.output or Path(args.file).stem + "_map"
     paths = write_map(entry.atoms, result, output, source=args.file)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
