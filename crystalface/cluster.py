@@ -48,6 +48,11 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     if n_atoms < 32:
         raise ValueError(f"n_atoms must be at least 32 for a meaningful diffraction pattern, got {n_atoms}")
     check_periodic(atoms)
+    return _cluster(atoms, n_atoms, center)
+
+
+def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
+    """:func:`cluster` of a structure that :func:`check_periodic` has accepted (e.g. a standard cell)."""
     cell = np.asarray(atoms.cell[:], dtype=float)
     frac = atoms.get_scaled_positions(wrap=True)
     positions = frac @ cell

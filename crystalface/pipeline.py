@@ -18,7 +18,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from .cell import StructureError, standard_cell
-from .cluster import cluster
+from .cluster import _cluster
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
 
@@ -68,7 +68,8 @@ class Descriptor:
 
     def cluster(self, atoms: Atoms) -> Atoms:
         """Steps 2-3: standard cell and finite cluster of a periodic structure (Å)."""
-        return cluster(standard_cell(atoms), n_atoms=self.n_atoms)
+        # standard_cell has checked the structure, and its result is periodic by construction
+        return _cluster(standard_cell(atoms), self.n_atoms, None)
 
     def fingerprints(self, clusters: Sequence[Atoms]) -> np.ndarray:
         """Steps 5-6: scale and fingerprint finite clusters, batched: (B, 3, n, n)."""

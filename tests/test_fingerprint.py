@@ -105,6 +105,16 @@ def test_rotation_about_z_by_90_degrees_rotates_the_images(clusters, kernel, str
     assert np.abs(blue_t - np.rot90(blue, k=1)).max() > 1e-3
 
 
+@pytest.mark.parametrize("angle", [45.0, 30.0, 90.0])
+def test_production_kernel_follows_the_reference_for_other_rotation_angles(angle):
+    """The z pair is one sum turned on the detector when 2 x angle is a multiple of 90 degrees, two sums otherwise."""
+    params = DF2D(angle=angle)
+    atoms = random_cluster(120, seed=3)
+    fast, exact = fingerprint(atoms, params), fingerprint_reference(atoms, params)
+    assert np.abs(fast - exact).max() <= 0.02
+    assert np.corrcoef(fast.ravel(), exact.ravel())[0, 1] >= 0.9999
+
+
 def test_scattering_factor_is_the_atomic_number():
     """Two atoms: I(q) = f1^2 + f2^2 + 2 f1 f2 cos(q.d), so the contrast tells the ratio of the f."""
     params = DF2D(angle=0.0)  # no rotation: the plain pattern in every channel

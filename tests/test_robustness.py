@@ -125,6 +125,15 @@ def test_tiny_run_writes_every_output(tmp_path, model):
     assert "| crystalface |" in markdown and "| *paper* |" in markdown and "`test`" in markdown
 
 
+def test_crystalface_alone_needs_no_baseline_structures(model):
+    """``--methods crystalface`` (how models are compared on the validation seed) with the default baseline subsample."""
+    results = run_robustness(parse_levels(["0.05"], pristine=False), per_class=1, baseline_per_class=1, seed=1000,
+                             methods=["crystalface"], model=model, output=None, workers=1, progress=False)
+    assert results["n_baseline_structures"] == 0
+    assert list(results["levels"][0]["methods"]) == ["crystalface"]
+    assert results["levels"][0]["methods"]["crystalface"]["n"] == 7
+
+
 def test_refuses_the_training_seed(model):
     train_seed = model.card["dataset"]["seed"]
     with pytest.raises(ValueError, match="training set"):

@@ -591,7 +591,7 @@ def run_robustness(
         # 3. Every level: crystalface on the clusters, the baselines on the periodic supercells.
         t = time.perf_counter()
         cluster_items = sorted(clusters.items())
-        baseline_items = [(i, supercells[i]) for i in subsample]
+        baseline_items = [(i, supercells[i]) for i in subsample] if baselines else []
         tasks = []
         for li, level in enumerate(levels):
             if run_crystalface:
@@ -682,7 +682,7 @@ def run_robustness(
         "per_class": per_class,
         "baseline_per_class": baseline_per_class,
         "n_structures": len(structures),
-        "n_baseline_structures": len(subsample),
+        "n_baseline_structures": len(subsample) if baselines else 0,
         "methods": methods,
         "baselines": {m: {"library": BASELINES[m][0], "symprec_angstrom": BASELINES[m][1],
                           "angle_tolerance_degrees": BASELINES[m][2]} for m in baselines},
