@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     from crystalface.batch import classify_files
     from crystalface.cell import standard_cell
     from crystalface.cluster import cluster
+    from crystalface.confidence import assess
 
     model = load_model()
     descriptor = model.descriptor
@@ -80,8 +81,12 @@ def main(argv=None) -> int:
         summary = classify_files(path, Path(tmp) / "labels.jsonl", model=model, workers=os.cpu_count())
         end_to_end = time.perf_counter() - start
 
-        # per step, one process, one thread: where does the time go?
+        # per step, one process, one thread: where does the time go? A few structures first through
+        # every step, so that one-time costs (lazy imports, first calls into torch) are not counted
         torch.set_num_threads(1)
+        warm = [standard_cell(e.atoms) for _, e in zip(range(8), read_structures(path))]
+        model.predict_proba(fingerprint([scale(cluster(c, descriptor.n_atoms), descriptor.scaling) for c in warm],
+                                        descriptor.df2d))
         steps = {}
         start = time.perf_counter()
         frames = [e.atoms for e in read_structures(path)]
@@ -99,8 +104,11 @@ def main(argv=None) -> int:
         images = fingerprint(scaled, descriptor.df2d)
         steps["fingerprint"] = time.perf_counter() - start
         start = time.perf_counter()
-        model.predict_proba(images)
+        proba, novelty = model.predict(images)
         steps["network"] = time.perf_counter() - start
+        start = time.perf_counter()
+        assess(proba, images, frames, descriptor.df2d, novelty)
+        steps["confidence"] = time.perf_counter() - start
         torch.set_num_threads(os.cpu_count() or 1)
 
     ref_n = min(args.reference_n, len(scaled))

@@ -43,6 +43,11 @@ class StructureError(ValueError):
 
 def check_periodic(atoms: Atoms) -> None:
     """Raise :class:`StructureError` unless ``atoms`` is a periodic crystal with three lattice vectors."""
+    _check_periodic(atoms)
+
+
+def _check_periodic(atoms: Atoms) -> np.ndarray:
+    """:func:`check_periodic`, returning the Minkowski-reduced cell it computed (rows, Å) for reuse."""
     if len(atoms) == 0:
         raise StructureError("the structure has no atoms")
     if not np.all(np.isfinite(atoms.positions)):
@@ -69,6 +74,7 @@ def check_periodic(atoms: Atoms) -> None:
     if np.any(close):
         i, j = pairs[np.argmax(close)]
         raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
+    return reduced
 
 
 def _wrap(frac: np.ndarray) -> np.ndarray:
@@ -190,14 +196,11 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     >>> round(float(abs(np.linalg.det(lattice))), 3)  # a^3 / 4
     11.664
     """
-    check_periodic(atoms)
-    return _primitive_lattice(atoms, tol)
+    return _primitive_lattice(atoms, tol, _check_periodic(atoms))
 
 
-def _primitive_lattice(atoms: Atoms, tol: float | None) -> np.ndarray:
-    """:func:`primitive_lattice` of a structure :func:`check_periodic` has accepted."""
-    cell, _ = minkowski_reduce(np.asarray(atoms.cell[:], dtype=float))
-    cell = np.asarray(cell, dtype=float)
+def _primitive_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> np.ndarray:
+    """:func:`primitive_lattice` of a structure :func:`check_periodic` has accepted; ``cell`` is its Minkowski-reduced cell."""
     n = len(atoms)
     if n == 1:
         return cell
@@ -429,8 +432,7 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     >>> len(cell), cell.info["primitive"]
     (1, True)
     """
-    check_periodic(atoms)
-    lattice = _primitive_lattice(atoms, tol)
+    lattice = _primitive_lattice(atoms, tol, _check_periodic(atoms))
     standard, rotation = standard_orientation(lattice)
     positions = atoms.positions @ rotation
     user_cell = np.asarray(atoms.cell[:]) @ rotation

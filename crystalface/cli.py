@@ -156,7 +156,7 @@ def cmd_train(args) -> int:
         return 2
     model = train_from_dataset(
         args.dataset, args.output, seed=args.seed, workers=args.workers,
-        max_epochs=args.max_epochs, patience=args.patience,
+        max_epochs=args.max_epochs, patience=args.patience, scale_jitter=args.scale_jitter,
     )
     out = Path(args.output).with_suffix(".safetensors")
     print(f"validation accuracy {model.card['validation_accuracy']:.4f} "
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without a better validation loss")
     p.add_argument("--workers", type=int, default=None, help="processes for the fingerprints (default: all CPUs)")
+    p.add_argument("--scale-jitter", type=float, default=0.0, metavar="FRACTION",
+                   help="augmentation: move each pristine structure's length unit by up to this fraction (default 0)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="classify real crystals, pristine and defective, and print the table")

@@ -193,7 +193,9 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     if distance * nn_distance > (distance + 1.0) * spacing:
         tree = _padded_tree(positions, cell, np.inf)
     points = np.random.default_rng(seed).random((n_points, 3)) @ cell
-    return float(np.mean(tree.query(points, k=1)[0] > distance * nn_distance))
+    # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner
+    limit = distance * nn_distance
+    return float(np.mean(tree.query(points, k=1, distance_upper_bound=limit)[0] > limit))
 
 
 def domain_problem(atoms: Atoms) -> str | None:

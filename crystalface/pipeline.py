@@ -81,14 +81,14 @@ class Descriptor:
 
 
 def _chunk_worker(args) -> tuple[np.ndarray, list[str | None]]:
-    descriptor, structures, transform = args
+    descriptor, structures, transform, augment = args
     import torch
 
     torch.set_num_threads(1)  # one process per core; threads would oversubscribe
-    return _fingerprint_chunk(descriptor, structures, transform)
+    return _fingerprint_chunk(descriptor, structures, transform, augment)
 
 
-def _fingerprint_chunk(descriptor, structures, transform) -> tuple[np.ndarray, list[str | None]]:
+def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None]]:
     scaled, errors = [], []
     for atoms in structures:
         try:
@@ -96,7 +96,8 @@ def _fingerprint_chunk(descriptor, structures, transform) -> tuple[np.ndarray, l
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
-            scaled.append(scale(c, descriptor.scaling))
+            c = scale(c, descriptor.scaling)
+            scaled.append(c if augment is None else augment(c))
             errors.append(None)
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -112,6 +113,7 @@ def compute_fingerprints(
     structures: Sequence[Atoms],
     descriptor: Descriptor = Descriptor(),
     transform: Callable[[Atoms], Atoms] | None = None,
+    augment: Callable[[Atoms], Atoms] | None = None,
     workers: int | None = None,
     chunk_size: int = 64,
     progress: bool = False,
@@ -127,6 +129,8 @@ def compute_fingerprints(
         Pipeline parameters.
     transform : callable, optional
         Applied to each cluster before scaling (e.g. defects); must be picklable for workers > 1.
+    augment : callable, optional
+        Applied to each scaled cluster (e.g. :class:`crystalface.train.ScaleJitter`); picklable too.
     workers : int, optional
         Processes; default the number of CPUs. 1 computes in this process.
     progress : bool
@@ -151,14 +155,14 @@ def compute_fingerprints(
     images, errors = [], []
     if workers == 1 or len(chunks) <= 1:
         for chunk in chunks:
-            im, err = _fingerprint_chunk(descriptor, chunk, transform)
+            im, err = _fingerprint_chunk(descriptor, chunk, transform, augment)
             images.append(im)
             errors += err
             bar.update(len(chunk))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for (im, err), chunk in zip(
-                pool.map(_chunk_worker, [(descriptor, c, transform) for c in chunks]), chunks
+                pool.map(_chunk_worker, [(descriptor, c, transform, augment) for c in chunks]), chunks
             ):
                 images.append(im)
                 errors += err

@@ -7,7 +7,7 @@ import pytest
 
 from crystalface import load_model
 from crystalface.dataset import make_dataset
-from crystalface.train import stratified_split, train, train_from_dataset
+from crystalface.train import ScaleJitter, stratified_split, train, train_from_dataset
 
 
 def test_stratified_split_keeps_every_class_in_both_parts():
@@ -71,3 +71,42 @@ def test_train_from_dataset_writes_a_loadable_model(tmp_path):
     again = load_model(tmp_path / "tiny.safetensors")
     assert again.card["dataset"] == {"file": "tiny.db", "size": 21, "seed": 4, "counts": {c: 3 for c in again.classes}}
     assert again.card["weights_sha256"] == model.card["weights_sha256"]
+
+
+def test_scale_jitter_moves_the_length_unit_reproducibly_whatever_the_workers():
+    from ase.build import bulk
+
+    from crystalface import Descriptor, fingerprint
+    from crystalface.pipeline import compute_fingerprints
+
+    structures = [bulk(s, x, a=a) for s, x, a in [("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43)] * 2]
+    for i, atoms in enumerate(structures):
+        atoms.info["index"] = i
+    jitter = ScaleJitter(0.05, seed=1)
+    factors = [jitter.factor(i) for i in range(len(structures))]
+    assert all(0.95 <= f <= 1.05 for f in factors) and len(set(factors)) == len(factors)
+    assert factors == [ScaleJitter(0.05, seed=1).factor(i) for i in range(len(structures))]
+    assert factors != [ScaleJitter(0.05, seed=2).factor(i) for i in range(len(structures))]
+    one, _ = compute_fingerprints(structures, augment=jitter, workers=1)
+    two, _ = compute_fingerprints(structures, augment=jitter, workers=2, chunk_size=2)
+    assert np.allclose(one, two, atol=1e-5)  # batches of other sizes: float rounding only
+    # the same crystal (structures 0 and 3) at two length units: two different images, each the
+    # fingerprint of the exactly scaled cluster times its factor
+    assert np.abs(one[0] - one[3]).max() > 0.05
+    descriptor = Descriptor()
+    from crystalface.scaling import scale
+
+    manual = scale(descriptor.cluster(structures[3]))
+    manual.positions *= factors[3]
+    assert np.allclose(one[3], fingerprint(manual), atol=1e-6)
+    with pytest.raises(ValueError, match="index"):
+        jitter(bulk("Cu", "fcc", a=3.6))  # no info["index"]
+    with pytest.raises(ValueError, match="jitter"):
+        ScaleJitter(0.7)
+
+
+def test_train_from_dataset_records_the_augmentation(tmp_path):
+    db = make_dataset(tmp_path / "tiny.db", size=14, seed=4, progress=False)
+    model = train_from_dataset(db, tmp_path / "j.safetensors", workers=1, max_epochs=1, progress=False, scale_jitter=0.03)
+    assert model.card["augmentation"]["scale_jitter"] == 0.03
+    assert load_model(tmp_path / "j.safetensors").card["augmentation"] == model.card["augmentation"]
