@@ -35,7 +35,7 @@ import numpy as np
 
 from .classify import Prediction, classify
 from .io import Entry, read_structures
-from .model import Model, load_model
+from .model import BATCH, Model, load_model
 
 __all__ = ["BatchSummary", "classify_files", "classify_stream"]
 
@@ -44,7 +44,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Entries per chunk: the unit of work sent to a process and written to the output.
 CHUNK = 256
 #: Fingerprints per network call, always exactly this many (padded): see the module docstring.
-NET_BATCH = 64
+NET_BATCH = BATCH
 #: Failures a :class:`BatchSummary` keeps to show (all of them are in the output).
 MAX_LISTED = 20
 #: Key-value pairs written onto ASE database rows (ASE key rules: letters, digits and "_").

@@ -79,3 +79,21 @@ def test_save_and_load_round_trip(tmp_path):
     again = load_model(path)
     x = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
     assert np.array_equal(model.predict_proba(x), again.predict_proba(x))
+
+
+def test_prediction_rectifies_in_place_with_the_same_numbers_as_the_gradient_path():
+    """ReLUs work in place only when no gradient is recorded; the numbers are the same either way."""
+    import torch
+
+    from crystalface.network import ConvNet
+
+    torch.manual_seed(0)
+    net = ConvNet().eval()
+    x = torch.rand(5, 3, 64, 64)
+    before = x.clone()
+    with torch.inference_mode():
+        fast = net(x)
+    slow = net(x)  # gradients on: out of place, as attributions need
+    assert slow.requires_grad and torch.equal(fast, slow.detach())
+    assert torch.equal(x, before)  # the input itself is never rectified
+    assert not any(getattr(m, "inplace", False) for m in net.modules())  # what explain checks
