@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nanoparticle-stride", type=float, default=4.0,
                         help="stride for the 23 196-atom nanoparticle (default 4 Å: ~5 600 windows)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", default=None, help="model .safetensors file (default: the shipped model)")
     parser.add_argument("--output", default="benchmarks/polycrystal")
     args = parser.parse_args(argv)
 
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     data = Path(args.data)
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    model = load_model()
+    model = load_model(args.model)
     report = {
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/polycrystal.py", *(argv or sys.argv[1:])]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
