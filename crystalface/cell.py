@@ -18,6 +18,8 @@ must not depend on, so it is written here.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from ase import Atoms
 from ase.geometry import minkowski_reduce
@@ -29,8 +31,9 @@ __all__ = ["StructureError", "check_periodic", "primitive_lattice", "standard_ce
 _MAX_SCORED_ATOMS = 64
 #: How many of the shortest difference vectors are tried as translations.
 _MAX_CANDIDATES = 160
-#: Candidates scored at a time, shortest first (the scan can stop after any chunk).
-_CHUNK = 32
+#: Candidates scored at a time, shortest first (the scan can stop after any chunk): 8 first, which
+#: settles most Bravais lattices, then twice as many each time up to 32.
+_CHUNKS = (8, 16, 32)
 #: Smallest fraction of atoms a translation must carry onto atoms of the same element.
 _MIN_SCORE = 0.55
 #: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
@@ -262,13 +265,14 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     A candidate's score is the fraction of the ``scored`` atoms that t and 2t both carry onto atoms
     of the same element; each t is refined by the mean mismatch of the atoms it carries.
 
-    Candidates come shortest first and are scored in chunks of :data:`_CHUNK`. The scan stops early
+    Candidates come shortest first and are scored in chunks (:data:`_CHUNKS`). The scan stops early
     when the answer can no longer change: the accepted candidates so far span three dimensions, are
     at least eight and all score >= 0.8 (no later candidate, whose score is at most 1, can then lift
     the 80 %-of-best bar above them). The basis is built from the shortest accepted vectors, so
     later, longer candidates would not enter it. For a pristine or mildly defective supercell of a
-    Bravais lattice, where every difference vector is a translation, this scores 32 of 160
-    candidates. The double 2t is scored only where t itself reaches the minimum score.
+    Bravais lattice, where every difference vector is a translation, this scores the first 8 of 160
+    candidates. The chunk sizes only change how much is scored, never the answer. The double 2t is
+    scored only where t itself reaches the minimum score.
     """
     n_scored = len(scored)
     scores = np.zeros(len(cart))
@@ -276,8 +280,10 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     groups = [(z, scored[numbers[scored] == z]) for z in np.unique(numbers[scored])]
     start_frac = {z: search.frac[atoms_z] for z, atoms_z in groups}
     done = 0
-    for lo in range(0, len(cart), _CHUNK):
-        chunk = slice(lo, min(lo + _CHUNK, len(cart)))
+    for size in itertools.chain(_CHUNKS, itertools.repeat(_CHUNKS[-1])):
+        if done >= len(cart):
+            break
+        chunk = slice(done, min(done + size, len(cart)))
         shift = cart[chunk] @ inv_cell
         hits = np.zeros(len(shift))
         for z, atoms_z in groups:

@@ -185,7 +185,7 @@ def test_early_stop_of_the_translation_scan_gives_the_full_scan_lattice(prototyp
         fraction, sigma = (0.1, 0.02) if defect.startswith("10") else (0.4, 0.05)
         atoms = displace(vacancies(atoms, fraction=fraction, seed=1), sigma=sigma, seed=1)
     early = primitive_lattice(atoms)
-    monkeypatch.setattr(cell_module, "_CHUNK", 10**6)  # one chunk: every candidate scored
+    monkeypatch.setattr(cell_module, "_CHUNKS", (10**6,))  # one chunk: every candidate scored
     assert np.array_equal(primitive_lattice(atoms), early)
 
 
