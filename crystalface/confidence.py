@@ -94,15 +94,18 @@ def bragg_fraction(images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
     >>> float(bragg_fraction(Descriptor()(bulk("Cu", "fcc", a=3.6)))) > 0.3
     True
     """
-    images = np.asarray(images, dtype=np.float64)
+    images = np.asarray(images)
+    if images.dtype not in (np.float32, np.float64):
+        images = images.astype(np.float64)
     single = images.ndim == 3
     batch = images[None] if single else images
-    pixels = batch[:, :, params.mask()]
+    pixels = batch[:, :, params.mask()]  # one copy, in the images' own precision (float32 from fingerprint)
     pixels = pixels.reshape(len(batch), pixels.shape[1] * pixels.shape[2])  # (B, 3 x pixels in the mask)
-    k = max(1, int(round(TOP_PIXELS * pixels.shape[1])))
-    top = -np.partition(-pixels, k - 1, axis=1)[:, :k]
-    total = pixels.sum(axis=1)
-    out = np.where(total > 0, top.sum(axis=1) / np.where(total > 0, total, 1.0), 0.0)
+    n = pixels.shape[1]
+    k = max(1, int(round(TOP_PIXELS * n)))
+    top = np.partition(pixels, n - k, axis=1)[:, n - k:]  # the k brightest, in place of a sort
+    total = pixels.sum(axis=1, dtype=np.float64)
+    out = np.where(total > 0, top.sum(axis=1, dtype=np.float64) / np.where(total > 0, total, 1.0), 0.0)
     return out[0] if single else out
 
 
