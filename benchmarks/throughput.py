@@ -201,7 +201,8 @@ def main(argv=None) -> int:
         f"**End to end: {rate:.1f} structures/s** ({1e3 * per_structure:.1f} ms each, all cores; "
         "`crystalface.batch.classify_files`, the path of `crystalface classify -o`). Peak RSS "
         f"{results['peak_rss_mb']:.0f} MB (main process; it also holds every structure and the per-step "
-        f"arrays of this benchmark), largest worker {results['peak_rss_largest_worker_mb']:.0f} MB.", "",
+        f"arrays of this benchmark), largest worker {results['peak_rss_largest_worker_mb']:.0f} MB. End to end by round: "
+        + ", ".join(f"{v:.1f}" for v in results["end_to_end"]["structures_per_second_by_round"]) + " structures/s.", "",
         "| step (one process, one thread) | ms / structure |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in results["steps_single_thread_ms_per_structure"].items()], "",
         f"Fingerprint kernel: reference {1e3 * reference:.1f} ms, production {1e3 * production:.2f} ms "
