@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     from crystalface import fingerprint, fingerprint_reference, load_model, read_structures, scale
     from crystalface.batch import classify_files
     from crystalface.cell import standard_cell
-    from crystalface.cluster import cluster
+    from crystalface.cluster import _cluster, cluster
     from crystalface.confidence import assess
 
     model = load_model()
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
             cells = [standard_cell(a) for a in frames]
             steps["standard_cell"] = time.perf_counter() - start
             start = time.perf_counter()
-            clusters = [cluster(c, descriptor.n_atoms) for c in cells]
+            # as Descriptor.cluster does: standard_cell has checked the structure already
+            clusters = [_cluster(c, descriptor.n_atoms, None) for c in cells]
             steps["cluster"] = time.perf_counter() - start
             start = time.perf_counter()
             scaled = [scale(c, descriptor.scaling) for c in clusters]

@@ -19,6 +19,7 @@ must not depend on, so it is written here.
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 
 import numpy as np
 from ase import Atoms
@@ -73,7 +74,7 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
     if np.any(atoms.numbers < 1):
         raise StructureError(f"unknown element (atomic number 0, symbol 'X') at atom {int(np.argmin(atoms.numbers))}")
     # atoms on the same spot would be merged into one site by the fold of standard_cell, silently
-    reduced = np.asarray(minkowski_reduce(cell)[0], dtype=float)
+    reduced = _minkowski_reduced(cell)
     frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
     pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
     diff = frac[pairs[:, 0]] - frac[pairs[:, 1]]
@@ -82,6 +83,28 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
         i, j = pairs[np.argmax(close)]
         raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
     return reduced
+
+
+def _minkowski_reduced(cell) -> np.ndarray:
+    """Minkowski-reduced basis (rows, Å) of a lattice, as :func:`ase.geometry.minkowski_reduce` gives it.
+
+    The last 512 answers are remembered by the exact bytes of ``cell`` (more than the 256
+    structures of a chunk of :mod:`crystalface.batch`): the pipeline reduces the cell of every input
+    twice (standard cell, then the vacuum check of the confidence step, after the whole chunk went
+    through the network), and the frames of an MD run often share one cell. Returns a new array.
+
+    Examples
+    --------
+    >>> np.linalg.norm(_minkowski_reduced([[1, 0, 0], [5, 1, 0], [0, 0, 1]]), axis=1).round(6).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    cell = np.ascontiguousarray(cell, dtype=float)
+    return _minkowski_reduced_bytes(cell.tobytes()).copy()
+
+
+@lru_cache(maxsize=512)
+def _minkowski_reduced_bytes(cell_bytes: bytes) -> np.ndarray:
+    return np.asarray(minkowski_reduce(np.frombuffer(cell_bytes).reshape(3, 3))[0], dtype=float)
 
 
 def _wrap(frac: np.ndarray) -> np.ndarray:

@@ -40,9 +40,8 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.geometry import minkowski_reduce
 
-from .cell import _padded_tree
+from .cell import _minkowski_reduced, _padded_tree
 from .fingerprint import DF2D
 
 __all__ = [
@@ -182,7 +181,7 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     >>> vacuum_fraction(slab) > 0.2
     True
     """
-    cell = np.asarray(minkowski_reduce(np.asarray(atoms.cell[:], dtype=float))[0], dtype=float)
+    cell = _minkowski_reduced(atoms.cell[:])
     frac = atoms.positions @ np.linalg.inv(cell)
     positions = (frac - np.floor(frac)) @ cell
     # the median nearest-neighbour distance is at most ~1.4 x the mean spacing (V / N)^(1/3) (sphere
