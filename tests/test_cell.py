@@ -276,3 +276,15 @@ def test_fingerprint_does_not_depend_on_the_cell_choice(prototypes, label, choic
     reference = pipeline(rotated(prototypes[label], 100))
     other = pipeline(rotated(cell_choice(label, prototypes[label], choice), 200))
     assert np.abs(other - reference).max() < 1e-3
+
+
+def test_remembered_minkowski_reduction_is_handed_out_as_a_copy():
+    from ase.geometry import minkowski_reduce
+
+    from crystalface.cell import _minkowski_reduced
+
+    cell = np.array([[3.0, 0.0, 0.0], [7.0, 2.5, 0.0], [1.0, -4.0, 2.0]])
+    first = _minkowski_reduced(cell)
+    np.testing.assert_array_equal(first, minkowski_reduce(cell)[0])
+    first[:] = 0.0  # a caller scribbling on its answer must not reach the next caller
+    np.testing.assert_array_equal(_minkowski_reduced(cell.copy()), minkowski_reduce(cell)[0])
