@@ -68,12 +68,13 @@ def main(argv=None) -> int:
     from crystalface import fingerprint, fingerprint_reference, load_model, read_structures, scale
     from crystalface.batch import classify_files
     from crystalface.cell import standard_cell
-    from crystalface.cluster import _cluster, cluster
+    from crystalface.cluster import _cluster
     from crystalface.confidence import assess
 
     model = load_model()
     descriptor = model.descriptor
     structures = _structures(args.n, args.seed)
+
     def spg(symprec):
         def run(a):
             with warnings.catch_warnings():
@@ -99,9 +100,10 @@ def main(argv=None) -> int:
         # every step, so that one-time costs (lazy imports, first calls into torch) are not counted
         torch.set_num_threads(1)
         warm = [e.atoms for _, e in zip(range(8), read_structures(path))]
-        warm_images = fingerprint([scale(cluster(standard_cell(a), descriptor.n_atoms), descriptor.scaling) for a in warm],
-                                  descriptor.df2d)
-        assess(*model.predict(warm_images)[:1], warm_images, warm, descriptor.df2d, model.predict(warm_images)[1])
+        warm_images = fingerprint([scale(_cluster(standard_cell(a), descriptor.n_atoms, None), descriptor.scaling)
+                                   for a in warm], descriptor.df2d)
+        warm_proba, warm_novelty = model.predict(warm_images)
+        assess(warm_proba, warm_images, warm, descriptor.df2d, warm_novelty)
         torch.set_num_threads(os.cpu_count() or 1)
 
         base_n = min(args.baseline_n, len(structures))
