@@ -43,6 +43,8 @@ _MIN_SEPARATION = 0.1
 #: midpoint instead of the median and not shrinking the nodes builds them faster, and the answers of
 #: exact queries do not depend on it (standard_cell and vacuum_fraction bit-identical on 1300 supercells).
 _TREE = {"balanced_tree": False, "compact_nodes": False}
+#: The 27 lattice shifts of a cell and its neighbours, in fractional coordinates.
+_SHIFTS = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
 
 
 class StructureError(ValueError):
@@ -130,13 +132,11 @@ class _PeriodicSearch:
         self.trees = {}
         self.index = {}
         margin = tol / np.linalg.svd(cell, compute_uv=False).min()
-        shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
         for z in np.unique(numbers):
             idx = np.flatnonzero(numbers == z)
             self.index[z] = idx
-            images = self.frac[idx][None, :, :] + shifts[:, None, :]
-            inside = np.all((images > -margin) & (images < 1 + margin), axis=2)
-            self.trees[z] = (cKDTree(images[inside] @ cell, **_TREE), np.broadcast_to(idx, inside.shape)[inside])
+            images, atom = _images_near_cell(self.frac[idx], margin)
+            self.trees[z] = (cKDTree(images @ cell, **_TREE), idx[atom])
 
     def nearest(self, frac_points: np.ndarray, z: int) -> tuple:
         """Cartesian distance, atom index and vector to the nearest atom of element ``z`` from each point.
@@ -170,9 +170,18 @@ def _padded_tree(positions: np.ndarray, cell: np.ndarray, margin: float) -> cKDT
     """
     frac = positions @ np.linalg.inv(cell)
     m = min(1.0, margin / np.linalg.svd(cell, compute_uv=False).min())  # beyond one cell: never nearer
-    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
-    images = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    return cKDTree(images[np.all((images >= -m) & (images <= 1 + m), axis=1)] @ cell, **_TREE)
+    return cKDTree(_images_near_cell(frac, m)[0] @ cell, **_TREE)
+
+
+def _images_near_cell(frac: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The images of fractional positions under the 27 shifts by -1, 0, 1 that lie within ``margin`` of the unit cell.
+
+    Returns ``(images, atom)``: fractional coordinates, shift by shift, and the row of ``frac`` each
+    image comes from. ``margin`` is fractional (at most 1: the images of the neighbouring cells only).
+    """
+    images = frac[None, :, :] + _SHIFTS[:, None, :]
+    inside = np.all((images >= -margin) & (images <= 1 + margin), axis=2)
+    return images[inside], np.broadcast_to(np.arange(len(frac)), inside.shape)[inside]
 
 
 def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
