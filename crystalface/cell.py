@@ -37,6 +37,18 @@ _MAX_CANDIDATES = 160
 _CHUNKS = (8, 16, 32)
 #: Smallest fraction of atoms a translation must carry onto atoms of the same element.
 _MIN_SCORE = 0.55
+#: The search for a sparse crystal (see :func:`_find_lattice`): difference vectors from this many
+#: atoms, and this smallest score. A translation of a crystal with a fraction v of its sites vacant
+#: carries 1 - v of the atoms onto atoms (0.3 at 70 % vacancies). A vector that is not a translation
+#: carries an atom onto an atom by chance when it lands within ``tol`` (a quarter of the bond) of one:
+#: those spheres fill at most ~9 % of the volume (close packing); and a vector between two
+#: sublattices (diamond, hcp) fails on its double.
+_SPARSE_REFERENCES = 8
+#: The sparse search runs when no candidate of the first search scored this much (pristine and
+#: noisy crystals score ~1, a crystal with a fraction v of its sites vacant ~1 - v).
+_SPARSE_BELOW = 0.8
+_SPARSE_MIN_SCORE = 0.25
+_SPARSE_SCORED_ATOMS = 256
 #: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
 _MIN_SEPARATION = 0.1
 #: KD-trees here are built for one structure and queried a few thousand times: splitting at the
@@ -151,15 +163,15 @@ class _PeriodicSearch:
         return dist, np.where(found, atom[jj], -1), tree.data[jj] - points
 
 
-def _scored_atoms(n: int) -> np.ndarray:
-    """Indices of the atoms translations are tested on: all, or a fixed random subset of a large input.
+def _scored_atoms(n: int, most: int = _MAX_SCORED_ATOMS) -> np.ndarray:
+    """Indices of the atoms translations are tested on: all, or a fixed random subset of ``most`` of a large input.
 
     Random, not evenly spaced: files list atoms cell by cell, so every k-th atom can be the same
     site of the basis every time, and a vector between two sites then looks like a translation.
     """
-    if n <= _MAX_SCORED_ATOMS:
+    if n <= most:
         return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, _MAX_SCORED_ATOMS, replace=False))
+    return np.sort(np.random.default_rng(0).choice(n, most, replace=False))
 
 
 def _padded_tree(positions: np.ndarray, cell: np.ndarray, margin: float) -> cKDTree:
@@ -240,24 +252,48 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
 
 def _primitive_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> np.ndarray:
     """:func:`primitive_lattice` of a structure :func:`check_periodic` has accepted; ``cell`` is its Minkowski-reduced cell."""
+    return _find_lattice(atoms, tol, cell)[0]
+
+
+def _find_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(primitive lattice, matching distance)``: :func:`primitive_lattice` and the ``tol`` it used.
+
+    The common path scores the difference vectors from one atom on up to 64 atoms (:func:`_search`).
+    When that finds no lattice finer than the cell, the structure may be a sparse crystal (half of
+    its sites or more vacant): one atom's difference vectors then miss half of the short
+    translations, and a true translation carries only the occupied share of the atoms onto atoms,
+    below :data:`_MIN_SCORE`. The search is then repeated on the difference vectors of
+    :data:`_SPARSE_REFERENCES` atoms, with :data:`_SPARSE_MIN_SCORE` and up to
+    :data:`_SPARSE_SCORED_ATOMS` scored atoms (less binomial noise on the scores).
+    """
     n = len(atoms)
     if n == 1:
-        return cell
+        return cell, np.inf
     positions = atoms.positions
-    frac = positions @ np.linalg.inv(cell)
-    numbers = atoms.numbers
     if tol is None:
         tol = 0.25 * _typical_distance(positions, cell)
-    search = _PeriodicSearch(frac, numbers, cell, tol)
+    search = _PeriodicSearch(positions @ np.linalg.inv(cell), atoms.numbers, cell, tol)
+    lattice, best = _search(search, atoms.numbers, cell, tol, 1, _MIN_SCORE, _MAX_SCORED_ATOMS)
+    if best < _SPARSE_BELOW and n >= 8:
+        sparse, _ = _search(search, atoms.numbers, cell, tol, _SPARSE_REFERENCES, _SPARSE_MIN_SCORE, _SPARSE_SCORED_ATOMS)
+        if abs(np.linalg.det(sparse)) < 0.99 * abs(np.linalg.det(lattice)):  # a finer lattice: more translations found
+            lattice = sparse
+    return lattice, tol
 
-    # candidate translations: min-image difference vectors from the atom of the rarest element
+
+def _search(search: _PeriodicSearch, numbers: np.ndarray, cell: np.ndarray, tol: float, references: int,
+            min_score: float, max_scored: int) -> tuple[np.ndarray, float]:
+    """``(lattice, best score)``: the primitive lattice from the difference vectors of ``references`` atoms
+    (``cell`` when none is found) and the highest score of a candidate translation (0 when none was scored)."""
+    n = len(numbers)
+    # candidate translations: min-image difference vectors from atoms of the rarest element
     counts = {z: len(idx) for z, idx in search.index.items()}
     z_ref = min(counts, key=lambda z: (counts[z], z))
     ref_idx = search.index[z_ref]
     if len(ref_idx) == 1:
-        return cell
-    ref = ref_idx[0]
-    diff = search.frac[ref_idx] - search.frac[ref]
+        return cell, 0.0
+    refs = ref_idx[:1] if references == 1 else ref_idx[_scored_atoms(len(ref_idx), references)]
+    diff = (search.frac[ref_idx][None, :, :] - search.frac[refs][:, None, :]).reshape(-1, 3)
     diff -= np.round(diff)
     cart = diff @ cell
     length = np.linalg.norm(cart, axis=1)
@@ -266,32 +302,33 @@ def _primitive_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> np.
     # score every candidate t, and its double 2t, on a fixed subset of atoms. A vector that carries
     # one sublattice onto another (diamond, hcp: half of the atoms) has a double that carries almost
     # none, whereas the double of a translation is a translation.
-    scored = _scored_atoms(n)
-    refined, accepted = _score_candidates(search, cart, scored, numbers, np.linalg.inv(cell))
+    scored = _scored_atoms(n, max_scored)
+    refined, accepted, scores = _score_candidates(search, cart, scored, numbers, np.linalg.inv(cell), min_score)
+    best = float(scores.max()) if len(scores) else 0.0
 
     # lattice vectors of the cell are translations too: after the accepted ones (shortest first)
     # they complete a basis along directions in which the cell holds a single period (a 1x1x4 cell)
     basis = _shortest_basis([*refined[accepted], *cell[np.argsort(np.linalg.norm(cell, axis=1))]])
     if len(basis) < 3:
-        return cell
+        return cell, best
     basis_arr = np.array(basis)
     # express the cell in that basis; the integer matrix gives the exact (noise-free) primitive lattice
     m = cell @ np.linalg.inv(basis_arr)
     m_int = np.round(m)
     det = round(abs(np.linalg.det(m_int)))
     if np.abs(m - m_int).max() > 0.2 or det < 1:
-        return cell
+        return cell, best
     primitive = np.linalg.solve(m_int, cell)
     # the basis may be a superlattice of the translations it was built from only if the successive
     # minima failed; the shortest accepted translations must be lattice vectors of it
     check = refined[accepted][:8] @ np.linalg.inv(primitive)
     if len(check) and np.abs(check - np.round(check)).max() > 0.2:
-        return cell
-    return minkowski_reduce(primitive)[0][:]
+        return cell, best
+    return minkowski_reduce(primitive)[0][:], best
 
 
 def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndarray, numbers: np.ndarray,
-                      inv_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                      inv_cell: np.ndarray, min_score: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which candidate vectors are translations (:func:`_accepted`), and the vectors refined on the atoms.
 
     A candidate's score is the fraction of the ``scored`` atoms that t and 2t both carry onto atoms
@@ -306,6 +343,7 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     candidates. The chunk sizes only change how much is scored, never the answer. The double 2t is
     scored only where t itself reaches the minimum score.
     """
+    min_score = _MIN_SCORE if min_score is None else min_score
     n_scored = len(scored)
     scores = np.zeros(len(cart))
     refined = cart.copy()
@@ -327,7 +365,7 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
             vec = np.where(found.reshape(-1, 1), vec, 0.0).reshape(len(shift), len(atoms_z), 3)
             refined[chunk] += vec.sum(axis=1) / np.maximum(found.sum(axis=1), 1)[:, None]
         doubles = np.zeros(len(shift))
-        promising = np.flatnonzero(hits >= _MIN_SCORE * n_scored)  # others cannot be accepted whatever 2t scores
+        promising = np.flatnonzero(hits >= min_score * n_scored)  # others cannot be accepted whatever 2t scores
         for z, atoms_z in groups:
             if len(promising):
                 points = (start_frac[z][None, :, :] + 2 * shift[promising][:, None, :]).reshape(-1, 3)
@@ -335,13 +373,13 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
                 doubles[promising] += np.isfinite(dist).reshape(len(promising), len(atoms_z)).sum(axis=1)
         scores[chunk] = np.minimum(hits, doubles) / n_scored
         done = chunk.stop
-        accepted = _accepted(scores[:done])
+        accepted = _accepted(scores[:done], min_score)
         if (done < len(cart) and accepted.sum() >= 8 and scores[:done][accepted].min() >= 0.8
                 and len(_shortest_basis(refined[:done][accepted])) == 3):
             break
     accepted = np.zeros(len(cart), dtype=bool)
-    accepted[:done] = _accepted(scores[:done])
-    return refined, accepted
+    accepted[:done] = _accepted(scores[:done], min_score)
+    return refined, accepted, scores
 
 
 def _candidate_translations(vectors: np.ndarray, tol: float, max_candidates: int) -> np.ndarray:
@@ -465,7 +503,9 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     Returns
     -------
     ase.Atoms
-        Periodic structure in the standard frame; ``info["primitive"]`` tells which case applied.
+        Periodic structure in the standard frame; ``info["primitive"]`` tells which case applied, and
+        ``info["occupancy"]`` is the fraction of the crystal's sites that hold an atom
+        (:func:`_occupancy`; 1 for a primitive result and where no finer lattice was found).
 
     Examples
     --------
@@ -474,7 +514,7 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     >>> len(cell), cell.info["primitive"]
     (1, True)
     """
-    lattice = _primitive_lattice(atoms, tol, _check_periodic(atoms))
+    lattice, tol = _find_lattice(atoms, tol, _check_periodic(atoms))
     standard, rotation = standard_orientation(lattice)
     positions = atoms.positions @ rotation
     user_cell = np.asarray(atoms.cell[:]) @ rotation
@@ -485,8 +525,10 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     if result is None:
         result = Atoms(numbers=atoms.numbers, positions=positions, cell=user_cell, pbc=True)
         result.info["primitive"] = False
+        result.info["occupancy"] = _occupancy(positions, standard, index, 2.0 * tol) if index > 1 else 1.0
     else:
         result.info["primitive"] = True
+        result.info["occupancy"] = 1.0
     for key in ("source", "index"):
         if key in atoms.info:
             result.info[key] = atoms.info[key]
@@ -516,3 +558,52 @@ def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:
     if len(sites) != n_sites:
         return None
     return Atoms(numbers=numbers[sites], scaled_positions=frac[sites], cell=cell, pbc=True)
+
+
+#: Sites of the primitive cell holding fewer atoms than this share of the fullest one are not sites
+#: of the crystal (interstitials, atoms displaced far from their site).
+_MIN_SITE_SHARE = 0.2
+#: More distinct sites than this in the primitive cell: no clear basis, the occupancy is taken as 1.
+_MAX_SITES = 64
+
+
+def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> float:
+    """Fraction of the sites of a crystal that hold an atom: 1 - the vacancy fraction, at most 1.
+
+    ``positions`` (Å) are folded into the primitive cell ``lattice`` (rows; the user's cell holds
+    ``index`` of them) and grouped into sites: atoms within ``radius`` of a site's centre (min-image
+    distance), the centre moved to their mean once, site after site. Sites holding fewer than
+    :data:`_MIN_SITE_SHARE` of the fullest site's atoms do not count. The crystal has
+    ``sites x index`` sites, of which ``len(positions)`` hold an atom.
+
+    Why it matters: a ~256-atom ball cut from a structure with half of its sites vacant is twice as
+    big as the balls the network was trained on (and its fingerprint another picture); SPEC's
+    defective structures keep the ball of the pristine crystal and lose atoms from it
+    (:meth:`crystalface.pipeline.Descriptor.cluster` uses this fraction for that).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> atoms = bulk("Cu", "fcc", a=3.6).repeat(4)
+    >>> del atoms[::2]
+    >>> float(_occupancy(atoms.positions, bulk("Cu", "fcc", a=3.6).cell[:], 64, 1.0))
+    0.5
+    """
+    inverse = np.linalg.inv(lattice)
+    frac = _wrap(positions @ inverse)
+    remaining = np.arange(len(frac))
+    sizes = []
+    while len(remaining) and len(sizes) <= _MAX_SITES:
+        centre = frac[remaining[0]]
+        for _ in range(2):  # seed at an atom, then recentre on the atoms found
+            diff = frac[remaining] - centre
+            diff -= np.round(diff)
+            near = np.linalg.norm(diff @ lattice, axis=1) < radius
+            centre = centre + diff[near].mean(axis=0)
+        sizes.append(int(near.sum()))
+        remaining = remaining[~near] if near.any() else remaining[1:]
+    if len(sizes) > _MAX_SITES:
+        return 1.0
+    sizes = np.array(sizes)
+    sites = int(np.sum(sizes >= _MIN_SITE_SHARE * sizes.max()))
+    return float(min(1.0, len(positions) / (sites * index)))

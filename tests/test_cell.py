@@ -174,6 +174,33 @@ def test_vacancies_and_noise_keep_the_fcc_lattice_and_every_atom(prototypes, rot
                        np.linalg.norm(atoms.positions[i] - atoms.positions[j], axis=1))
 
 
+@pytest.mark.parametrize("label", ["fcc", "bcc", "diam", "hex/rh", "bct141"])
+@pytest.mark.parametrize("fraction", [0.5, 0.6])
+def test_sparse_crystal_keeps_its_lattice_and_reports_its_occupancy(prototypes, label, fraction):
+    """Half of the sites vacant or more: the translations carry only that share of the atoms onto atoms."""
+    primitive = prototypes[label]
+    atoms = rotated(displace(vacancies(primitive.repeat(7), fraction=fraction, seed=3), sigma=0.02, seed=3), 4)
+    assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(primitive.get_volume(), rel=1e-6)
+    cell = standard_cell(atoms)
+    assert cell.info["primitive"] is False and len(cell) == len(atoms)
+    assert cell.info["occupancy"] == pytest.approx(len(atoms) / (len(primitive) * 343))
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_occupancy_is_one_without_vacancies(prototypes, label):
+    noisy = rotated(displace(conventional(label, prototypes[label]).repeat(3), sigma=0.1, seed=2), 6)
+    assert standard_cell(noisy).info["occupancy"] == 1.0
+    assert standard_cell(prototypes[label]).info["occupancy"] == 1.0
+
+
+def test_random_gas_gets_no_lattice_from_the_sparse_search():
+    """A structure with no translation keeps its own cell: chance matches of the sparse search make no lattice."""
+    rng = np.random.default_rng(0)
+    gas = Atoms("Ar200", positions=rng.random((200, 3)) * 14.0, cell=[14.0] * 3, pbc=True)
+    assert abs(np.linalg.det(primitive_lattice(gas))) == pytest.approx(14.0**3)
+    assert standard_cell(gas).info["occupancy"] == 1.0
+
+
 @pytest.mark.parametrize("label", LABELS)
 @pytest.mark.parametrize("defect", ["pristine", "10 % vacancies + 0.02 A", "40 % vacancies + 0.05 A"])
 def test_early_stop_of_the_translation_scan_gives_the_full_scan_lattice(prototypes, monkeypatch, label, defect):

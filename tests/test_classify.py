@@ -46,6 +46,25 @@ def test_real_supercells_written_to_extxyz_are_classified_right(model, tmp_path)
     assert [p.index for p in predictions] == list(range(len(frames)))
 
 
+def test_periodic_crystals_with_half_of_their_sites_vacant_are_classified_right(model):
+    """The paper's 50-60 % vacancy levels on periodic inputs: the lattice is found and the ball is the pristine one."""
+    from crystalface import Descriptor
+
+    structures, expected = [], []
+    for i, crystal in enumerate(REAL_CRYSTALS):
+        base = random_rotation(supercell_near(crystal.primitive(), 256), seed=20 + i)
+        for j, fraction in enumerate((0.5, 0.6)):
+            structures.append(vacancies(base, fraction, seed=10 * i + j))
+            expected.append((crystal.name, fraction, crystal.label))
+    # Cu at 50 %: a ball of as many sites as the pristine one, so about half as many atoms
+    cluster = Descriptor().cluster(structures[0])
+    assert 0.4 * 256 < len(cluster) < 0.6 * 256
+    predictions = classify(structures, model=model)
+    wrong = [(name, fraction, label, p.label, round(p.probability, 3))
+             for (name, fraction, label), p in zip(expected, predictions) if p.label != label]
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize("name", [c.name for c in REAL_CRYSTALS])
 @pytest.mark.parametrize("defect", ["pristine", "vacancies 25 %"])
 def test_the_cell_choice_does_not_change_the_class(model, name, defect):

@@ -134,6 +134,24 @@ def test_crystalface_alone_needs_no_baseline_structures(model):
     assert results["levels"][0]["methods"]["crystalface"]["n"] == 7
 
 
+def test_periodic_method_classifies_the_baselines_defective_supercells(model, monkeypatch):
+    """crystalface-periodic sees the very structures the finders get, defects made in the periodic supercell."""
+    import crystalface.evaluation.robustness as robustness
+
+    seen = []
+    real_defect = robustness.defect
+    monkeypatch.setattr(robustness, "defect", lambda atoms, *a: seen.append(atoms.pbc.all()) or real_defect(atoms, *a))
+    results = run_robustness(parse_levels([], ["50"]), per_class=2, baseline_per_class=1, seed=1000,
+                             methods=["crystalface-periodic"], model=model, output=None, workers=1, progress=False)
+    assert results["methods"] == ["crystalface-periodic"] and results["n_baseline_structures"] == 7
+    assert len(seen) == 14 and all(seen)  # pristine + 50 %, 7 periodic supercells each, no cluster made
+    for lv in results["levels"]:
+        periodic = lv["methods"]["crystalface-periodic"]
+        assert periodic["n"] == 7 and periodic["failures"] == 0 and periodic["ms_per_structure"] > 0
+    assert results["levels"][0]["methods"]["crystalface-periodic"]["accuracy"] == 100.0
+    assert "crystalface-periodic" not in robustness.DEFAULT_METHODS
+
+
 def test_refuses_the_training_seed(model):
     train_seed = model.card["dataset"]["seed"]
     with pytest.raises(ValueError, match="training set"):

@@ -16,7 +16,11 @@ defective structures, where symmetry finders fail. The benchmark
 4. for the first ``baseline_per_class`` structures of each class, builds a periodic ~256-atom
    supercell of the same pristine structure, makes the same kind and level of defects on it (same
    seeding) and asks spglib (tight, medium, loose) and moyo for the space group. A baseline is right
-   when that group is one of SPEC's eight and maps to the true class.
+   when that group is one of SPEC's eight and maps to the true class;
+5. with method ``crystalface-periodic`` (not in a default run), classifies those same defective
+   periodic supercells with the whole pipeline, as a user's file would be: standard cell and cluster
+   of the *defective* structure. This tests what steps 2-3 do with defects, which SPEC's protocol
+   (defects made after them) leaves out.
 
 Run it as ``crystalface benchmark robustness`` (see :func:`register`) or :func:`run_robustness`.
 """
@@ -52,7 +56,7 @@ from ..fingerprint import fingerprint
 from ..scaling import scale
 
 __all__ = [
-    "Level", "METHODS", "BASELINES", "DEFAULT_SIGMAS", "DEFAULT_VACANCIES", "DEFAULT_COMBINED", "PAPER",
+    "Level", "METHODS", "DEFAULT_METHODS", "PERIODIC", "BASELINES", "DEFAULT_SIGMAS", "DEFAULT_VACANCIES", "DEFAULT_COMBINED", "PAPER",
     "parse_levels", "default_levels", "defect", "score", "baseline_space_group", "run_robustness",
     "write_markdown", "plot_accuracy", "plot_confusion", "register",
 ]
@@ -73,8 +77,13 @@ BASELINES: dict[str, tuple[str, float, float | None]] = {
     "spglib-loose": ("spglib", 0.1, 5.0),
     "moyopy": ("moyopy", 0.1, None),
 }
+#: crystalface on the defective periodic supercells the baselines get (the user's path: standard
+#: cell and cluster of the defective structure), not on defective clusters of the pristine crystal.
+PERIODIC = "crystalface-periodic"
 #: Every method the benchmark knows, in table order.
-METHODS: tuple[str, ...] = ("crystalface", *BASELINES)
+METHODS: tuple[str, ...] = ("crystalface", *BASELINES, PERIODIC)
+#: The methods of a default run: SPEC's protocol for crystalface (defects on the cluster) and the finders.
+DEFAULT_METHODS: tuple[str, ...] = ("crystalface", *BASELINES)
 
 #: Distinguishes the defect streams from the structure draws of generate_structures (spawn_key=(i,)).
 DEFECT_TAG = 0xDEF
@@ -369,6 +378,26 @@ def _crystalface_task(level: Level, seed: int, items):
     return good, proba.astype(np.float32), errors, {"defects": t1 - t0, "fingerprint": t2 - t1, "network": t3 - t2}
 
 
+def _periodic_task(level: Level, seed: int, items):
+    """Defects on each periodic supercell of ``items`` [(index, atoms)], then the whole pipeline; as _crystalface_task."""
+    model = STATE["model"]
+    descriptor = model.descriptor
+    t0 = time.perf_counter()
+    good, scaled_ok, errors = [], [], {}
+    for i, cell in items:
+        try:
+            scaled_ok.append(scale(descriptor.cluster(defect(cell, level, seed, i)), descriptor.scaling))
+            good.append(i)
+        except (StructureError, ValueError) as exc:
+            errors[i] = str(exc).splitlines()[0]
+    t1 = time.perf_counter()
+    images = fingerprint(scaled_ok, descriptor.df2d) if scaled_ok else None
+    t2 = time.perf_counter()
+    proba = model.predict_proba(images) if scaled_ok else np.zeros((0, len(model.classes)))
+    t3 = time.perf_counter()
+    return good, proba.astype(np.float32), errors, {"cluster": t1 - t0, "fingerprint": t2 - t1, "network": t3 - t2}
+
+
 def _baseline_task(level: Level, seed: int, methods: Sequence[str], items):
     """Defects on each periodic supercell of ``items`` [(index, atoms)], then every baseline; numbers and seconds."""
     groups = {m: [] for m in methods}
@@ -484,7 +513,7 @@ def run_robustness(
     per_class: int = 100,
     baseline_per_class: int = 20,
     seed: int = 1000,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     model=None,
     output: str | Path | None = "benchmarks/robustness",
     workers: int | None = None,
@@ -509,7 +538,7 @@ def run_robustness(
         seed gives a disjoint stream (each structure comes from ``SeedSequence(seed, spawn_key=(i,))``).
         Refused when it equals the model card's training-set seed.
     methods
-        Subset of :data:`METHODS`.
+        Subset of :data:`METHODS`; default :data:`DEFAULT_METHODS` (all but ``crystalface-periodic``).
     model
         A :class:`crystalface.Model`, a path to its ``.safetensors`` file, or None for the shipped model.
     output
@@ -557,6 +586,7 @@ def run_robustness(
     workers = max(1, workers or os.cpu_count() or 1)
     baselines = [m for m in methods if m in BASELINES]
     run_crystalface = "crystalface" in methods
+    run_periodic = PERIODIC in methods
 
     # 1. Pristine test structures (sequential: the class balance depends on the draw order).
     t = time.perf_counter()
@@ -564,7 +594,7 @@ def run_robustness(
     labels = [info["label"] for info in infos]
     from ..examples import supercell_near
 
-    supercells = {i: supercell_near(structures[i], 256) for i in subsample} if baselines else {}
+    supercells = {i: supercell_near(structures[i], 256) for i in subsample} if baselines or run_periodic else {}
     generate_seconds = time.perf_counter() - t
 
     predicted = [{m: {} for m in methods} for _ in levels]  # level -> method -> {index: class or None}
@@ -575,9 +605,10 @@ def run_robustness(
         # 2. The pristine cluster of every structure, once.
         t = time.perf_counter()
         clusters, cluster_errors, cluster_cpu = {}, {}, 0.0
-        bars = {"cluster": tqdm(total=len(structures), desc="clusters", unit="structure", disable=not progress)}
+        bars = {"cluster": tqdm(total=len(structures), desc="clusters", unit="structure",
+                                disable=not progress or not run_crystalface)}
         tasks = [(("cluster",), _cluster_task, (descriptor, chunk), len(chunk))
-                 for chunk in _chunks(list(enumerate(structures)), chunk_size)]
+                 for chunk in _chunks(list(enumerate(structures)), chunk_size)] if run_crystalface else []
         for _, (out, cpu) in executor.run(tasks, bars):
             cluster_cpu += cpu
             for i, c, err in out:
@@ -591,12 +622,15 @@ def run_robustness(
         # 3. Every level: crystalface on the clusters, the baselines on the periodic supercells.
         t = time.perf_counter()
         cluster_items = sorted(clusters.items())
-        baseline_items = [(i, supercells[i]) for i in subsample] if baselines else []
+        baseline_items = [(i, supercells[i]) for i in subsample] if baselines or run_periodic else []
         tasks = []
         for li, level in enumerate(levels):
             if run_crystalface:
                 tasks += [(("crystalface", li), _crystalface_task, (level, seed, chunk), len(chunk))
                           for chunk in _chunks(cluster_items, chunk_size)]
+            if run_periodic:
+                tasks += [((PERIODIC, li), _periodic_task, (level, seed, chunk), len(chunk))
+                          for chunk in _chunks(baseline_items, chunk_size)]
             if baselines:
                 tasks += [(("baseline", li), _baseline_task, (level, seed, baselines, chunk), len(chunk))
                           for chunk in _chunks(baseline_items, baseline_chunk_size)]
@@ -605,6 +639,8 @@ def run_robustness(
                                 unit="structure", position=0, disable=not progress or not run_crystalface),
             "baseline": tqdm(total=len(levels) * len(baseline_items), desc="baselines", unit="structure",
                              position=1, disable=not progress or not baselines),
+            PERIODIC: tqdm(total=len(levels) * len(baseline_items) * run_periodic, desc=PERIODIC, unit="structure",
+                           position=2, disable=not progress or not run_periodic),
         }
         for (kind, li), result in executor.run(tasks, bars):
             if kind == "crystalface":
@@ -612,6 +648,11 @@ def run_robustness(
                 predicted[li]["crystalface"].update((i, model.classes[int(np.argmax(p))]) for i, p in zip(good, proba))
                 errors[li].update(errs)
                 seconds[li].update({"crystalface/" + stage: s for stage, s in times.items()})
+            elif kind == PERIODIC:
+                good, proba, errs, times = result
+                predicted[li][PERIODIC].update((i, model.classes[int(np.argmax(p))]) for i, p in zip(good, proba))
+                errors[li].update({(PERIODIC, i): e for i, e in errs.items()})
+                seconds[li][PERIODIC] += sum(times.values())
             else:
                 indices, found, secs = result
                 for m in baselines:
@@ -636,7 +677,12 @@ def run_robustness(
                 s["ms_fingerprint"] = _ms(sec["crystalface/fingerprint"], n)
                 s["ms_network"] = _ms(sec["crystalface/network"], n)
                 s["ms_defects"] = _ms(sec["crystalface/defects"], n)
-                failed = {**cluster_errors, **errors[li]}
+                failed = {**cluster_errors, **{i: e for i, e in errors[li].items() if not isinstance(i, tuple)}}
+                s["failures"] = len(failed)
+                s["failure_examples"] = sorted(set(failed.values()))[:3]
+            elif m == PERIODIC:
+                s["ms_per_structure"] = _ms(seconds[li][m], len(subsample))
+                failed = {i: e for i, e in errors[li].items() if isinstance(i, tuple)}
                 s["failures"] = len(failed)
                 s["failure_examples"] = sorted(set(failed.values()))[:3]
             else:
@@ -657,7 +703,8 @@ def run_robustness(
             f"batch of up to {chunk_size} and divided by the batch size; the pristine standard cell + "
             "cluster is made once per structure (cluster_ms) and the defects on it are timed apart "
             "(defects_ms). Baselines: one get_symmetry_dataset / MoyoDataset call on the defective "
-            "periodic supercell. With N workers the throughput is about N / time."
+            f"periodic supercell. {PERIODIC}: standard cell + cluster + scale + fingerprint + network of the "
+            "defective supercell. With N workers the throughput is about N / time."
         ),
         "methods_ms": {},
         "cluster_ms": _ms(cluster_cpu, len(structures)),
@@ -670,6 +717,8 @@ def run_robustness(
         timings.update({f"{stage}_ms": _ms(total[f"crystalface/{stage}"], n_classified)
                         for stage in ("fingerprint", "network", "defects")})
     timings["methods_ms"].update({m: _ms(total[m], len(levels) * len(subsample)) for m in baselines})
+    if run_periodic:
+        timings["methods_ms"][PERIODIC] = _ms(total[PERIODIC], len(levels) * len(subsample))
 
     def cell_choices(indices):
         return dict(sorted(Counter(infos[i]["cell_choice"] for i in indices).items()))
@@ -682,7 +731,7 @@ def run_robustness(
         "per_class": per_class,
         "baseline_per_class": baseline_per_class,
         "n_structures": len(structures),
-        "n_baseline_structures": len(subsample) if baselines else 0,
+        "n_baseline_structures": len(subsample) if baselines or run_periodic else 0,
         "methods": methods,
         "baselines": {m: {"library": BASELINES[m][0], "symprec_angstrom": BASELINES[m][1],
                           "angle_tolerance_degrees": BASELINES[m][2]} for m in baselines},
@@ -701,7 +750,7 @@ def run_robustness(
             "baseline_cell_choices": cell_choices(subsample),
             "baseline_supercell_atoms": _stats([len(c) for c in supercells.values()]),
             "defects": ("made on each structure's pristine ball cluster (crystalface) or periodic supercell "
-                        "(baselines): vacancies first, then Gaussian displacements, from "
+                        "(baselines, crystalface-periodic): vacancies first, then Gaussian displacements, from "
                         f"SeedSequence(seed, spawn_key=({DEFECT_TAG}, index, round(vacancy * 1e6), round(sigma_Å * 1e6)))"),
         },
         "paper": {"reference": "Ziletti et al., Nat. Commun. 9, 2775 (2018), Tables S1/S2, as restated in SPEC.md"},
@@ -771,7 +820,10 @@ def write_markdown(results: dict) -> str:
         f"({results['per_class']} per class); spglib / moyopy: the first {results['baseline_per_class']} of each "
         f"class ({n_bl} per level), as periodic ~256-atom supercells with the same kind of defects. Test seed "
         f"{results['seed']} (training set: {results['model']['dataset_seed']}). Rows starting with *paper* are "
-        "the published numbers (SPEC.md); – = not published.",
+        "the published numbers (SPEC.md); – = not published."
+        + (f" {PERIODIC}: those same defective periodic supercells through the whole pipeline (standard cell and "
+           "cluster of the defective structure, as a user's file), where crystalface makes SPEC's defects on the "
+           "cluster of the pristine crystal." if PERIODIC in methods else ""),
         "",
         f"Model: `{results['model']['file']}` (sha256 `{str(results['model']['sha256'])[:16]}…`, validation "
         f"accuracy {results['model']['validation_accuracy']}, trained on {results['model']['trained_on']}).",
@@ -828,7 +880,7 @@ def plot_accuracy(results: dict, path: str | Path) -> Path:
     kinds = [k for k, _ in _FAMILIES if any(lv["kind"] == k for lv in levels)]
     fig, axes = _figure(1, max(len(kinds), 1), (5.2 * max(len(kinds), 1), 4.2))
     # distinct markers and line styles: the finders often overlap exactly (all at 0 or 100 %)
-    styles = {m: (f"C{i}", "osv^D"[i], ("-", "-", "--", ":", "-.")[i]) for i, m in enumerate(METHODS)}
+    styles = {m: (f"C{i}", "osv^Dx"[i], ("-", "-", "--", ":", "-.", "-")[i]) for i, m in enumerate(METHODS)}
     for ax, kind in zip(axes[0], kinds):
         family = [lv for lv in levels if lv["kind"] == kind]
         if kind == "displacement":
@@ -934,8 +986,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=1000,
                    help="seed of the test structures and their defects; the default training set uses 0")
     p.add_argument("-o", "--output", default="benchmarks/robustness", help="output folder")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                   help=f"any of {', '.join(METHODS)}")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS, metavar="METHOD",
+                   help=f"any of {', '.join(METHODS)} (default: all but {PERIODIC}, which runs on the "
+                        "baselines' structures)")
     p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.set_defaults(func=_cmd_robustness)
