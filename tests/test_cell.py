@@ -186,6 +186,15 @@ def test_sparse_crystal_keeps_its_lattice_and_reports_its_occupancy(prototypes, 
     assert cell.info["occupancy"] == pytest.approx(len(atoms) / (len(primitive) * 343))
 
 
+@pytest.mark.parametrize("label", ["fcc", "bcc", "diam", "hex/rh", "bct139", "bct141"])
+def test_hot_supercell_keeps_its_lattice(prototypes, label):
+    """0.15 Å of noise on a 7x7x7 supercell: translations carry fewer atoms onto atoms, and their scores scatter."""
+    primitive = prototypes[label]
+    atoms = rotated(displace(primitive.repeat(7), sigma=0.15, seed=5), 7)
+    assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(primitive.get_volume(), rel=1e-6)
+    assert standard_cell(atoms).info["occupancy"] == 1.0
+
+
 @pytest.mark.parametrize("label", LABELS)
 def test_occupancy_is_one_without_vacancies(prototypes, label):
     noisy = rotated(displace(conventional(label, prototypes[label]).repeat(3), sigma=0.1, seed=2), 6)
