@@ -593,6 +593,9 @@ def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:
 _MIN_SITE_SHARE = 0.2
 #: More distinct sites than this in the primitive cell: no clear basis, the occupancy is taken as 1.
 _MAX_SITES = 64
+#: Fewer of the atoms than this on the counted sites: no clear basis either (a lattice found on part
+#: of a very hot crystal, say), the occupancy is taken as 1.
+_MIN_ON_SITES = 0.9
 
 
 def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> float:
@@ -602,7 +605,9 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     ``index`` of them) and grouped into sites: atoms within ``radius`` of a site's centre (min-image
     distance), the centre moved to their mean once, site after site. Sites holding fewer than
     :data:`_MIN_SITE_SHARE` of the fullest site's atoms do not count. The crystal has
-    ``sites x index`` sites, of which ``len(positions)`` hold an atom.
+    ``sites x index`` sites, of which ``len(positions)`` hold an atom. When the counted sites hold
+    fewer than :data:`_MIN_ON_SITES` of the atoms, or there are more than :data:`_MAX_SITES`, the
+    lattice does not describe the atoms well and 1 is returned (the ball of ``n_atoms`` atoms).
 
     Why it matters: a ~256-atom ball cut from a structure with half of its sites vacant is twice as
     big as the balls the network was trained on (and its fingerprint another picture); SPEC's
@@ -633,5 +638,7 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     if len(sizes) > _MAX_SITES:
         return 1.0
     sizes = np.array(sizes)
-    sites = int(np.sum(sizes >= _MIN_SITE_SHARE * sizes.max()))
-    return float(min(1.0, len(positions) / (sites * index)))
+    counted = sizes >= _MIN_SITE_SHARE * sizes.max()
+    if sizes[counted].sum() < _MIN_ON_SITES * len(positions):
+        return 1.0  # atoms far from every site: a lattice that is not the crystal's, or a liquid
+    return float(min(1.0, len(positions) / (int(counted.sum()) * index)))
