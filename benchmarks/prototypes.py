@@ -15,7 +15,8 @@ tolerances, SPEC's eight groups into seven classes) and classifies, with the shi
   default 10; rotation and defects from ``SeedSequence(seed, spawn_key=(file, variant, realisation))``).
 
 For each prototype: its AFLOW label and space group, its class (None: none of the eight groups),
-whether the generator has its AFLOW prototype (``crystalface.dataset.PROTOTYPES``), and per variant
+whether the training generator draws it (``crystalface.dataset.PROTOTYPES``: its AFLOW prototype
+with parameters inside the drawn ranges; "label only" when they lie outside), and per variant
 the fraction labelled the true class, the fraction confident and the fraction confident *and* wrong.
 For a prototype of no class, every confident label is wrong. Writes <output>.json and <output>.md.
 """
@@ -40,14 +41,41 @@ DEFECTS = {"pristine": (0.0, 0.0), "25 % vacancies": (0.25, 0.0), "50 % vacancie
 
 
 def read_prototype(path: Path):
-    """The structure of an FHI-aims prototype file and the AFLOW label of its first comment line."""
+    """``(atoms, AFLOW label, AFLOW parameters)`` of an FHI-aims prototype file (its first comment line).
+
+    The line reads ``# A_hR2_166_c params=3.7595,2.78,0.2275 SG#=166 ...`` or
+    ``# In/A_tI2_139_a.A params=3.25,1.52 SG=139 ...``; the parameters are a, then c/a (where there is
+    one), then the free coordinates.
+    """
     from ase.io import read
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="FHI-aims IO is moving", category=FutureWarning)
         atoms = read(path, format="aims")
-    match = re.search(r"#\s*(A\w+)\s", path.read_text().splitlines()[0] + " ")
-    return atoms, (match.group(1) if match else None)
+    line = path.read_text().splitlines()[0]
+    label = re.search(r"\b(A_[A-Za-z]+\d+_\d+_[a-z]+)", line)
+    params = re.search(r"params=([-\d.,eE]+)", line)
+    return atoms, (label.group(1) if label else None), ([float(x) for x in params.group(1).split(",")] if params else [])
+
+
+def in_generator(aflow: str | None, params: list[float]) -> str:
+    """Whether :mod:`crystalface.dataset`'s generator draws this structure: "yes", "label only" (its
+    AFLOW prototype, with parameters outside the drawn ranges) or "no"."""
+    from crystalface.dataset import PROTOTYPES, _alpha_rh
+
+    for p in PROTOTYPES.values():
+        if p.aflow != aflow:
+            continue
+        values = {}
+        if "alpha_rh" in p.ranges and len(params) > 1:
+            values["alpha_rh"] = _alpha_rh(params[1])
+        if "c_over_a" in p.ranges and len(params) > 1:
+            values["c_over_a"] = params[1]
+        if "x" in p.ranges and len(params) > 2:
+            values["x"] = params[2]
+        inside = all(key in values and lo <= values[key] <= hi for key, (lo, hi) in p.ranges.items())
+        return "yes" if inside else "label only"
+    return "no"
 
 
 def structures(atoms, file_index: int, seed: int, realisations: int):
@@ -78,21 +106,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from crystalface import classify, load_model
-    from crystalface.dataset import PROTOTYPES, label_structure
+    from crystalface.dataset import label_structure
 
     model = load_model(args.model)
-    trained = {p.aflow for p in PROTOTYPES.values()}
     files = sorted((Path(args.data) / "prototypes").glob("*.in"))
     if not files:
         raise SystemExit(f"no prototypes/*.in under {args.data}")
     items = []  # (file, variant, atoms)
     meta = {}
     for i, path in enumerate(files):
-        atoms, aflow = read_prototype(path)
+        atoms, aflow, params = read_prototype(path)
         group, label = label_structure(atoms)
-        meta[path.stem] = {"aflow": aflow, "space_group": int(aflow.split("_")[2]) if aflow else None,
+        meta[path.stem] = {"aflow": aflow, "aflow_params": params,
+                           "space_group": int(aflow.split("_")[2]) if aflow else None,
                            "space_group_all_tolerances": group, "class": label, "atoms": len(atoms),
-                           "in_training_prototypes": aflow in trained}
+                           "in_generator": in_generator(aflow, params)}
         items += [(path.stem, variant, s) for variant, s in structures(atoms, i, args.seed, args.realisations)]
 
     start = time.perf_counter()
@@ -156,31 +184,35 @@ def markdown(results: dict) -> str:
         f"{results['realisations']} realisations per defect, {results['seconds']:.0f} s", "",
         "Per prototype of `../shared/data/prototypes`: its class as the paper labels it (spglib at three "
         "tolerances; *none* when its space group is none of SPEC's eight), whether the training generator "
-        "has its AFLOW prototype, and the fraction of the inputs labelled that class (with the fraction "
+        "draws it (*label only*: its AFLOW prototype, parameters outside the drawn ranges), and the fraction "
+        "of the inputs labelled that class (with the fraction "
         "confidently wrong, when there is one). For a crystal of no class, the fraction labelled "
         "confident (every such label is wrong). Defects are made in randomly rotated periodic ~256-atom "
         "supercells.", "",
-        "| prototype | AFLOW | class | trained | predicted (as given) | " + " | ".join(variants) + " |",
+        "| prototype | AFLOW | class | in the generator | predicted (as given) | " + " | ".join(variants) + " |",
         "|---|---|---|---|---|" + "---:|" * len(variants),
     ]
-    ordered = sorted(results["prototypes"].items(), key=lambda kv: (kv[1]["class"] is None, not kv[1]["in_training_prototypes"], kv[0]))
+    rank = {"yes": 0, "label only": 1, "no": 2}
+    ordered = sorted(results["prototypes"].items(), key=lambda kv: (kv[1]["class"] is None, rank[kv[1]["in_generator"]], kv[0]))
     for name, p in ordered:
         given = p["variants"]["as given"]
         label = next(iter(given["labels"]))
         lines.append(
-            f"| {name.split('_')[0]} | {p['aflow']} | {p['class'] or 'none'} | {'yes' if p['in_training_prototypes'] else 'no'} | "
+            f"| {name.split('_')[0]} | {p['aflow']} | {p['class'] or 'none'} | {p['in_generator']} | "
             f"{label} ({'confident' if given['confident'] else 'not confident'}, {given['score_median']:.2f}) | "
             + " | ".join(cell(p["variants"][v], p["class"]) for v in variants) + " |")
     known = [p for p in results["prototypes"].values() if p["class"] is not None]
-    for trained in (True, False):
-        group = [p for p in known if p["in_training_prototypes"] == trained]
+    for drawn, title in (("yes", "Prototypes the generator draws"),
+                         ("label only", "Prototypes of the generator's AFLOW labels, outside its parameter ranges"),
+                         ("no", "Prototypes of the classes the generator lacks")):
+        group = [p for p in known if p["in_generator"] == drawn]
         if group:
             n = sum(v["n"] for p in group for v in p["variants"].values())
             right = sum(v["right"] * v["n"] for p in group for v in p["variants"].values())
             wrong = sum(v["confident_wrong"] * v["n"] for p in group for v in p["variants"].values())
             lines.append("")
-            lines.append(f"{'Prototypes the generator has' if trained else 'Prototypes of the classes the generator lacks'}: "
-                         f"{len(group)}, {100 * right / n:.1f} % of their {n} inputs right, {100 * wrong / n:.1f} % confidently wrong.")
+            lines.append(f"{title}: {len(group)}, {100 * right / n:.1f} % of their {n} inputs right, "
+                         f"{100 * wrong / n:.1f} % confidently wrong.")
     return "\n".join(lines)
 
 

@@ -816,9 +816,12 @@ def write_markdown(results: dict) -> str:
         f"{results['date']}, commit `{results['machine'].get('commit')}`, {results['machine']['platform']}, "
         f"{results['machine']['workers']} worker processes; total {results['total_seconds']:.0f} s.",
         "",
-        f"Accuracy (%) in naming the parent class of defective structures. crystalface: {n_cf} structures per level "
-        f"({results['per_class']} per class); spglib / moyopy: the first {results['baseline_per_class']} of each "
-        f"class ({n_bl} per level), as periodic ~256-atom supercells with the same kind of defects. Test seed "
+        "Accuracy (%) in naming the parent class of defective structures. "
+        + (f"crystalface: {n_cf} structures per level ({results['per_class']} per class), defects on the cluster; "
+           if "crystalface" in methods else "")
+        + f"{'spglib / moyopy' if any(m in BASELINES for m in methods) else PERIODIC}: the first "
+        f"{results['baseline_per_class']} of each class ({n_bl} per level), as periodic ~256-atom supercells "
+        "with the same kind of defects. Test seed "
         f"{results['seed']} (training set: {results['model']['dataset_seed']}). Rows starting with *paper* are "
         "the published numbers (SPEC.md); – = not published."
         + (f" {PERIODIC}: those same defective periodic supercells through the whole pipeline (standard cell and "
