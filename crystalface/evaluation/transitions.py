@@ -331,7 +331,8 @@ BCC_SC_FRAMES: dict[str, str] = {
              "the pipeline gives the end point (pristine sc)",
     "periodic": "a periodic 5x5x5 cubic supercell (250 atoms) with the body centres removed, then the whole "
                 "pipeline: standard_cell decides the frame from the defective structure's translations, and "
-                "the ~256-atom ball is cut from the supercell repeated (the vacancies repeat every 5 a)",
+                "the ball of ~256 sites of the lattice it found is cut from the supercell repeated (the vacancies "
+                "repeat every 5 a)",
 }
 
 
