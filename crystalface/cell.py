@@ -37,24 +37,26 @@ _MAX_CANDIDATES = 160
 _CHUNKS = (8, 16, 32)
 #: Smallest fraction of atoms a translation must carry onto atoms of the same element.
 _MIN_SCORE = 0.55
-#: The search for a sparse crystal (see :func:`_find_lattice`): difference vectors from this many
-#: atoms, and this smallest score. A translation of a crystal with a fraction v of its sites vacant
-#: carries 1 - v of the atoms onto atoms (0.3 at 70 % vacancies). A vector that is not a translation
-#: carries an atom onto an atom by chance when it lands within ``tol`` (a quarter of the bond) of one:
-#: those spheres fill at most ~9 % of the volume (close packing); and a vector between two
-#: sublattices (diamond, hcp) fails on its double.
-_SPARSE_REFERENCES = 8
-_SPARSE_TOL = 1.4
-#: ... and when the first search found no lattice finer than the cell of an input this large (a
-#: supercell or an MD cell, not a primitive cell): with noise of ~0.2 Å, translations carry ~60-70 %
-#: of the atoms onto atoms, and on 64 scored atoms their scores scatter so much that the bar of
-#: 80 % of the best one drops some of the shortest.
-_SUPERCELL_ATOMS = 64
-#: The sparse search runs when no candidate of the first search scored this much (pristine and
-#: noisy crystals score ~1, a crystal with a fraction v of its sites vacant ~1 - v).
+#: The second search (:func:`_find_lattice`) runs when no candidate of the first one scored this
+#: much (pristine crystals score ~1; a crystal with a fraction v of its sites vacant ~1 - v) ...
 _SPARSE_BELOW = 0.8
-_SPARSE_MIN_SCORE = 0.25
+#: ... or when the first one found no lattice finer than the cell of an input this large (a
+#: supercell or an MD cell, not a primitive cell): with ~0.2 Å of noise, translations carry ~60 %
+#: of the atoms onto atoms, and on 64 scored atoms those scores scatter so much that the bar of
+#: 80 % of the best one drops some of the shortest translations.
+_SUPERCELL_ATOMS = 64
+#: The second search takes the difference vectors of this many atoms (one atom of a crystal with
+#: half of its sites vacant misses half of the short translations), scores on up to this many
+#: atoms, matches within this multiple of the first search's distance, and accepts from this score
+#: (a translation carries 1 - v of the atoms onto atoms: 0.3 at 70 % vacancies). A vector that is
+#: not a translation carries an atom onto an atom by chance when it lands within the matching
+#: distance of one: those spheres fill ~25 % of a close-packed volume at 1.4 x a quarter of the bond,
+#: and the double test (t and 2t) lowers that again; a vector between two sublattices (diamond,
+#: hcp) fails on its double. No lattice comes out of random gases or amorphous structures.
+_SPARSE_REFERENCES = 8
 _SPARSE_SCORED_ATOMS = 256
+_SPARSE_TOL = 1.4
+_SPARSE_MIN_SCORE = 0.25
 #: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
 _MIN_SEPARATION = 0.1
 #: KD-trees here are built for one structure and queried a few thousand times: splitting at the
@@ -264,13 +266,15 @@ def _primitive_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> np.
 def _find_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> tuple[np.ndarray, float]:
     """``(primitive lattice, matching distance)``: :func:`primitive_lattice` and the ``tol`` it used.
 
-    The common path scores the difference vectors from one atom on up to 64 atoms (:func:`_search`).
-    When that finds no lattice finer than the cell, the structure may be a sparse crystal (half of
-    its sites or more vacant): one atom's difference vectors then miss half of the short
-    translations, and a true translation carries only the occupied share of the atoms onto atoms,
-    below :data:`_MIN_SCORE`. The search is then repeated on the difference vectors of
-    :data:`_SPARSE_REFERENCES` atoms, with :data:`_SPARSE_MIN_SCORE` and up to
-    :data:`_SPARSE_SCORED_ATOMS` scored atoms (less binomial noise on the scores).
+    The common path scores the difference vectors from one atom on up to 64 atoms (:func:`_search`),
+    and settles every pristine or mildly defective structure. A crystal with half of its sites
+    vacant or more (a translation carries only the occupied share of the atoms onto atoms, below
+    :data:`_MIN_SCORE`) or a hot one (~0.2 Å of noise: the scores scatter) can leave it with no
+    translation, or with no lattice finer than the cell. Then (:data:`_SPARSE_BELOW`,
+    :data:`_SUPERCELL_ATOMS`) a second search runs, on the difference vectors of
+    :data:`_SPARSE_REFERENCES` atoms, with :data:`_SPARSE_MIN_SCORE`, up to
+    :data:`_SPARSE_SCORED_ATOMS` scored atoms and a :data:`_SPARSE_TOL` times wider matching
+    distance; its lattice is taken when it is finer. The returned ``tol`` is the first search's.
     """
     n = len(atoms)
     if n == 1:
@@ -628,11 +632,12 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     sizes = []
     while len(remaining) and len(sizes) <= _MAX_SITES:
         centre = frac[remaining[0]]
-        for _ in range(2):  # seed at an atom, then recentre on the atoms found
+        for recentre in (True, False):  # seed at an atom, recentre on the atoms found, take those
             diff = frac[remaining] - centre
             diff -= np.round(diff)
             near = np.linalg.norm(diff @ lattice, axis=1) < radius
-            centre = centre + diff[near].mean(axis=0)
+            if recentre:
+                centre = centre + diff[near].mean(axis=0)  # the seed itself is near: never empty
         sizes.append(int(near.sum()))
         remaining = remaining[~near] if near.any() else remaining[1:]
     if len(sizes) > _MAX_SITES:
