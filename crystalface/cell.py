@@ -50,9 +50,11 @@ _SUPERCELL_ATOMS = 64
 #: atoms, matches within this multiple of the first search's distance, and accepts from this score
 #: (a translation carries 1 - v of the atoms onto atoms: 0.3 at 70 % vacancies). A vector that is
 #: not a translation carries an atom onto an atom by chance when it lands within the matching
-#: distance of one: those spheres fill ~25 % of a close-packed volume at 1.4 x a quarter of the bond,
-#: and the double test (t and 2t) lowers that again; a vector between two sublattices (diamond,
-#: hcp) fails on its double. No lattice comes out of random gases or amorphous structures.
+#: distance of one: ~22 % of the time at close packing with 1.4 x a quarter of the bond, so chance
+#: vectors can pass this floor; what keeps them out of the lattice is that the cell must be an
+#: integer combination of the basis they would form, and the shortest accepted vectors lattice
+#: vectors of it (:func:`_search`). A vector between two sublattices (diamond, hcp) fails on its
+#: double. On random gases and amorphous structures (Lindemann 0.3) no lattice comes out (tests).
 _SPARSE_REFERENCES = 8
 _SPARSE_SCORED_ATOMS = 256
 _SPARSE_TOL = 1.4
