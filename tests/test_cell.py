@@ -202,6 +202,16 @@ def test_occupancy_is_one_without_vacancies(prototypes, label):
     assert standard_cell(prototypes[label]).info["occupancy"] == 1.0
 
 
+@pytest.mark.parametrize("label", ["fcc", "bcc", "diam"])
+def test_amorphous_supercell_gets_no_lattice(prototypes, label):
+    """Lindemann 0.3 (noise of 0.3 bonds per axis): no translation is left, none is invented."""
+    primitive = prototypes[label]
+    bond = np.sort(np.linalg.norm(primitive.repeat(3).positions[1:] - primitive.repeat(3).positions[0], axis=1))[0]
+    atoms = rotated(displace(primitive.repeat(7), sigma=0.3 * bond, seed=8), 9)
+    assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(atoms.get_volume())
+    assert standard_cell(atoms).info["occupancy"] == 1.0
+
+
 def test_random_gas_gets_no_lattice_from_the_sparse_search():
     """A structure with no translation keeps its own cell: chance matches of the sparse search make no lattice."""
     rng = np.random.default_rng(0)
