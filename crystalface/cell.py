@@ -284,12 +284,13 @@ def _find_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> tuple[np
     positions = atoms.positions
     if tol is None:
         tol = 0.25 * _typical_distance(positions, cell)
-    search = _PeriodicSearch(positions @ np.linalg.inv(cell), atoms.numbers, cell, tol)
+    frac = positions @ np.linalg.inv(cell)
+    search = _PeriodicSearch(frac, atoms.numbers, cell, tol)
     lattice, best = _search(search, atoms.numbers, cell, tol, 1, _MIN_SCORE, _MAX_SCORED_ATOMS)
     nothing_finer = abs(np.linalg.det(lattice)) > 0.5 * abs(np.linalg.det(cell))
     if (best < _SPARSE_BELOW and n >= 8) or (nothing_finer and n >= _SUPERCELL_ATOMS):
         wide = _SPARSE_TOL * tol
-        search = _PeriodicSearch(positions @ np.linalg.inv(cell), atoms.numbers, cell, wide)
+        search = _PeriodicSearch(frac, atoms.numbers, cell, wide)
         sparse, _ = _search(search, atoms.numbers, cell, wide, _SPARSE_REFERENCES, _SPARSE_MIN_SCORE, _SPARSE_SCORED_ATOMS)
         if abs(np.linalg.det(sparse)) < 0.99 * abs(np.linalg.det(lattice)):  # a finer lattice: more translations found
             lattice = sparse
@@ -362,8 +363,9 @@ def _refit_basis(basis: np.ndarray, translations: np.ndarray, rounds: int = 2) -
 
 
 def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndarray, numbers: np.ndarray,
-                      inv_cell: np.ndarray, min_score: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which candidate vectors are translations (:func:`_accepted`), and the vectors refined on the atoms.
+                      inv_cell: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(refined, accepted, scores)``: the vectors refined on the atoms, which are translations
+    (:func:`_accepted` with ``min_score``) and every candidate's score (0 where the scan stopped before it).
 
     A candidate's score is the fraction of the ``scored`` atoms that t and 2t both carry onto atoms
     of the same element; each t is refined by the mean mismatch of the atoms it carries.
@@ -377,7 +379,6 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     candidates. The chunk sizes only change how much is scored, never the answer. The double 2t is
     scored only where t itself reaches the minimum score.
     """
-    min_score = _MIN_SCORE if min_score is None else min_score
     n_scored = len(scored)
     scores = np.zeros(len(cart))
     refined = cart.copy()
