@@ -491,8 +491,11 @@ def standard_orientation(lattice: np.ndarray, eps: float = 1e-5) -> tuple[np.nda
     >>> bool(np.allclose(standard[0, 1:], 0) and np.isclose(standard[1, 2], 0))
     True
     """
+    from ase.cell import Cell
+
     lattice = np.asarray(lattice, dtype=float)
-    reduced = _niggli_operation(lattice, eps) @ lattice
+    _, op = Cell(lattice).niggli_reduce(eps=eps)
+    reduced = op.T @ lattice  # ASE returns the transposed integer operation
     if np.linalg.det(reduced) < 0:  # keep a right-handed basis: inversion is a symmetry of every lattice
         reduced = -reduced
     a, b, c = reduced
@@ -509,34 +512,6 @@ def standard_orientation(lattice: np.ndarray, eps: float = 1e-5) -> tuple[np.nda
         if _reciprocal_angles_all_acute_or_obtuse(candidate):
             return candidate, rotation
     return oriented, rotation
-
-
-#: Largest ``eps`` at which :func:`_niggli_operation` uses spglib's reduction.
-_SPGLIB_NIGGLI_EPS = 1e-5
-
-
-def _niggli_operation(lattice: np.ndarray, eps: float) -> np.ndarray:
-    """Integer matrix ``op`` such that ``op @ lattice`` (rows) is the Niggli-reduced lattice, as ASE reduces it.
-
-    ASE's reduction (pure Python, ~0.6 ms) is the reference: the shipped model was trained on cells
-    it oriented. spglib's (C, ~0.06 ms; its ``eps`` is absolute, ASE's a factor of the cube root of
-    the volume) gave the same operation on all 1750 lattices of the standard-cell check set (pristine,
-    noisy and defective supercells of every class) at ASE's default 1e-5, so it is used there. At
-    the larger tolerances of :mod:`crystalface.local` on noisy lattices the two pick different but
-    equally reduced cells now and then (5 % of the time at 1e-2), so ASE's is kept for those, and
-    wherever spglib fails.
-    """
-    if eps <= _SPGLIB_NIGGLI_EPS:
-        import spglib
-
-        reduced = spglib.niggli_reduce(lattice, eps=eps * abs(np.linalg.det(lattice)) ** (1 / 3))
-        if reduced is not None:
-            op = np.round(reduced @ np.linalg.inv(lattice))
-            if round(abs(np.linalg.det(op))) == 1 and np.allclose(op @ lattice, reduced, rtol=0, atol=1e-8 * np.abs(lattice).max()):
-                return op
-    from ase.cell import Cell
-
-    return Cell(lattice).niggli_reduce(eps=eps)[1].T  # ASE returns the transposed integer operation
 
 
 def _reciprocal_angles_all_acute_or_obtuse(lattice: np.ndarray) -> bool:
