@@ -207,9 +207,13 @@ def _images_near_cell(frac: np.ndarray, margin: float) -> tuple[np.ndarray, np.n
     Returns ``(images, atom)``: fractional coordinates, shift by shift, and the row of ``frac`` each
     image comes from. ``margin`` is fractional (at most 1: the images of the neighbouring cells only).
     """
-    images = frac[None, :, :] + _SHIFTS[:, None, :]
-    inside = np.all((images >= -margin) & (images <= 1 + margin), axis=2)
-    return images[inside], np.broadcast_to(np.arange(len(frac)), inside.shape)[inside]
+    # per axis and shift -1, 0, 1: which atoms' shifted coordinate stays within the margin; the 27
+    # shifts combine them (in the order of _SHIFTS), and only the images kept are ever computed
+    ok = [[(frac[:, d] + k >= -margin) & (frac[:, d] + k <= 1 + margin) for k in (-1, 0, 1)] for d in range(3)]
+    ok = np.array(ok)  # (axis, shift, atom)
+    inside = (ok[0][:, None, None, :] & ok[1][None, :, None, :] & ok[2][None, None, :, :]).reshape(len(_SHIFTS), -1)
+    shift, atom = np.nonzero(inside)
+    return frac[atom] + _SHIFTS[shift], atom
 
 
 def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
@@ -513,9 +517,9 @@ def standard_orientation(lattice: np.ndarray, eps: float = 1e-5) -> tuple[np.nda
         reduced = -reduced
     a, b, c = reduced
     x = a / np.linalg.norm(a)
-    z = np.cross(a, b)
+    z = _cross(a, b)
     z /= np.linalg.norm(z)
-    y = np.cross(z, x)
+    y = _cross(z, x)
     rotation = np.column_stack([x, y, z])  # r_new = r @ rotation
     oriented = reduced @ rotation
     oriented[0, 1:] = 0.0

@@ -9,6 +9,8 @@ transform is isotropic instead of streaking the diffraction peaks along the face
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from ase import Atoms
 
@@ -51,6 +53,14 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     return _cluster(atoms, n_atoms, center)
 
 
+@lru_cache(maxsize=64)
+def _integer_shifts(reps: tuple[int, int, int]) -> np.ndarray:
+    """Every integer vector with |component i| <= reps[i], (prod(2 reps + 1), 3), in C order (remembered: cells repeat)."""
+    shifts = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reps], indexing="ij"), -1).reshape(-1, 3)
+    shifts.setflags(write=False)
+    return shifts
+
+
 def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
     """:func:`cluster` of a structure that :func:`check_periodic` has accepted (e.g. a standard cell)."""
     cell = np.asarray(atoms.cell[:], dtype=float)
@@ -75,7 +85,7 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
     reps = np.ceil(radius / spacing).astype(int) + 1
     if np.prod(2 * reps + 1) * len(atoms) > 5e7:
         raise StructureError(f"cannot cut a {n_atoms}-atom cluster: the cell is too thin ({np.round(spacing, 3)} Å)")
-    shifts = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reps], indexing="ij"), -1).reshape(-1, 3) @ cell
+    shifts = _integer_shifts(tuple(int(r) for r in reps)) @ cell
     rel = positions - origin
     # keep only images that can lie within the ball, shift by shift, to bound memory
     all_pos = (rel[None, :, :] + shifts[:, None, :]).reshape(-1, 3)

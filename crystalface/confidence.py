@@ -36,6 +36,7 @@ cluster, 64 x 64 detector); the threshold was checked for the shipped model.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -197,7 +198,7 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     if not np.all(nn <= margin):
         nn = _padded_tree(positions, cell, np.inf).query(positions[::step], k=2)[0][:, 1]
     limit = distance * float(np.median(nn))
-    points = np.random.default_rng(seed).random((n_points, 3)) @ cell
+    points = _unit_points(n_points, seed) @ cell
     # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
     # distance found is an upper bound of the true one (exact up to `margin`), so a point with an
     # atom found within the limit has one; a point without is open only when the limit is beyond the margin
@@ -207,6 +208,14 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
         d_far = _padded_tree(positions, cell, limit).query(points[far], k=1, distance_upper_bound=limit)[0]
         far[far] = d_far > limit
     return float(np.mean(far))
+
+
+@lru_cache(maxsize=8)
+def _unit_points(n_points: int, seed: int) -> np.ndarray:
+    """The Monte-Carlo points of :func:`vacuum_fraction` in fractional coordinates (drawn once per seed: ~0.1 ms)."""
+    points = np.random.default_rng(seed).random((n_points, 3))
+    points.setflags(write=False)
+    return points
 
 
 def domain_problem(atoms: Atoms) -> str | None:
