@@ -484,6 +484,13 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
+def _lengths(vectors: np.ndarray) -> np.ndarray:
+    """Lengths of the rows of an (N, 3) array, as ``np.linalg.norm(vectors, axis=1)`` computes them,
+    sqrt((x^2 + y^2) + z^2), the same bits at a third of the cost (its sum over a 3-long axis is slow)."""
+    x, y, z = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    return np.sqrt(x * x + y * y + z * z)
+
+
 def standard_orientation(lattice: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Niggli-reduce a lattice and put it in the triclinic standard orientation.
 

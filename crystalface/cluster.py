@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError, check_periodic
+from .cell import StructureError, _lengths, check_periodic
 
 __all__ = ["cluster"]
 
@@ -90,8 +90,7 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
     # keep only images that can lie within the ball, shift by shift, to bound memory
     all_pos = (rel[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
     numbers = np.tile(atoms.numbers, len(shifts))
-    # |r| as np.linalg.norm computes it, (x^2 + y^2) + z^2, without its reduction over a 3-long axis (3x slower)
-    dist = np.sqrt(all_pos[:, 0] * all_pos[:, 0] + all_pos[:, 1] * all_pos[:, 1] + all_pos[:, 2] * all_pos[:, 2])
+    dist = _lengths(all_pos)
     inside = dist <= radius
     all_pos, numbers, dist = all_pos[inside], numbers[inside], dist[inside]
     order = np.argsort(dist, kind="stable")

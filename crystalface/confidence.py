@@ -67,6 +67,9 @@ NOVELTY_LIMIT = 2.0
 VACUUM_DISTANCE = 2.0
 #: Largest fraction of the cell volume allowed farther than VACUUM_DISTANCE from every atom.
 MAX_VACUUM = 0.01
+#: Padding of the first KD-tree of :func:`vacuum_fraction`, in mean spacings (V / N)^(1/3): every
+#: distance a bulk crystal asks for is shorter. Any value gives the same answer, only slower or faster.
+_FIRST_TREE_SPACINGS = 1.5
 
 
 def bragg_fraction(images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
@@ -191,7 +194,7 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     # Only what it leaves open (an atom or a point with nothing within `margin`: vacuum) is looked
     # up again in a tree padded as far as needed, so the answer is that of the full periodic search.
     spacing = (abs(np.linalg.det(cell)) / len(atoms)) ** (1 / 3)
-    margin = 1.5 * spacing
+    margin = _FIRST_TREE_SPACINGS * spacing
     tree = _padded_tree(positions, cell, margin)
     step = max(1, len(atoms) // 256)
     nn = tree.query(positions[::step], k=2)[0][:, 1]  # k=2: the atom itself comes first

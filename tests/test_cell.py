@@ -334,3 +334,43 @@ def test_remembered_minkowski_reduction_is_handed_out_as_a_copy():
     np.testing.assert_array_equal(first, minkowski_reduce(cell)[0])
     first[:] = 0.0  # a caller scribbling on its answer must not reach the next caller
     np.testing.assert_array_equal(_minkowski_reduced(cell.copy()), minkowski_reduce(cell)[0])
+
+
+# --- the fast helpers give what their plain NumPy definitions give, to the bit ------------------------
+
+
+def test_small_vector_helpers_give_numpy_s_bits():
+    from crystalface.cell import _cross, _lengths
+
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(scale=[1e-3, 1.0, 1e3], size=(500, 3)) * rng.choice([-1, 1], size=(500, 3))
+    assert np.array_equal(_lengths(vectors), np.linalg.norm(vectors, axis=1))
+    for a, b in zip(vectors[:250], vectors[250:]):
+        assert np.array_equal(_cross(a, b), np.cross(a, b))
+
+
+def test_images_near_cell_are_the_27_shifts_kept_in_order():
+    from crystalface.cell import _SHIFTS, _images_near_cell
+
+    frac = np.random.default_rng(3).random((40, 3))
+    frac[:3] = [[0.0, 0.0, 0.0], [1 - 1e-12, 0.5, 0.0], [0.25, 0.75, 0.5]]  # on faces and corners too
+    for margin in (0.0, 0.1, 0.3, 1.0):
+        images = frac[None] + _SHIFTS[:, None]
+        inside = np.all((images >= -margin) & (images <= 1 + margin), axis=2)
+        got, atom = _images_near_cell(frac, margin)
+        assert np.array_equal(got, images[inside])
+        assert np.array_equal(atom, np.broadcast_to(np.arange(len(frac)), inside.shape)[inside])
+
+
+def test_candidate_translations_keep_the_first_of_each_repeat():
+    from crystalface.cell import _candidate_translations
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(scale=4.0, size=(60, 3))
+    vectors = np.concatenate([base, -base[:20] + 1e-4, base[:30] + 2e-4])[rng.permutation(110)]
+    tol = 0.5
+    flipped = np.where((vectors @ np.array([0.5772, 0.5774, 0.5776]) < 0)[:, None], -vectors, vectors)
+    _, first = np.unique(np.round(flipped / tol, 0), axis=0, return_index=True)
+    kept = flipped[np.sort(first)]
+    expected = kept[np.argsort(np.linalg.norm(kept, axis=1), kind="stable")][:50]
+    assert np.array_equal(_candidate_translations(vectors, tol, 50), expected)

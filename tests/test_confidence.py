@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from ase import Atoms
 from ase.build import bulk, fcc111
 
 from crystalface.confidence import TOP_PIXELS, bragg_fraction, domain_problem, vacuum_fraction
@@ -41,3 +43,50 @@ def test_vacuum_fraction_tells_bulk_from_a_slab_whatever_the_cell_given():
     slab = fcc111("Cu", (2, 2, 4), vacuum=10.0, periodic=True)
     assert vacuum_fraction(slab) > 0.3
     assert domain_problem(cu) is None and "vacuum" in domain_problem(slab)
+
+
+def _vacuum_by_brute_force(atoms, distance=2.0, n_points=512, seed=0) -> float:
+    """The definition, the slow way: distances to every atom's images in the 5 x 5 x 5 neighbouring cells."""
+    from ase.geometry import minkowski_reduce
+
+    cell = minkowski_reduce(atoms.cell[:])[0]
+    frac = atoms.positions @ np.linalg.inv(cell)
+    positions = (frac - np.floor(frac)) @ cell
+    shifts = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)]) @ cell
+    images = (positions[None] + shifts[:, None]).reshape(-1, 3)
+    step = max(1, len(atoms) // 256)
+    d = np.linalg.norm(positions[::step, None] - images[None], axis=2)
+    nn = np.sort(d, axis=1)[:, 1]
+    points = np.random.default_rng(seed).random((n_points, 3)) @ cell
+    nearest = np.linalg.norm(points[:, None] - images[None], axis=2).min(axis=1)
+    return float(np.mean(nearest > distance * np.median(nn)))
+
+
+@pytest.mark.parametrize("padding", [1.5, 0.0])  # the default, and no padding: much is left open to the second trees
+def test_vacuum_fraction_is_the_full_periodic_search(monkeypatch, padding):
+    from crystalface import confidence
+
+    monkeypatch.setattr(confidence, "_FIRST_TREE_SPACINGS", padding)
+    # bulk (settled by the small tree), slabs and a wire, a few atoms in a box (the nearest-neighbour
+    # distance itself beyond the small tree), a crystal with a hole (points left open by the small tree)
+    from ase.build import fcc100, molecule
+
+    wire = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((1, 1, 3))
+    wire.set_cell(np.diag([15.0, 15.0, wire.cell[2, 2]]))
+    box = molecule("CH4")
+    box.set_cell([9.0, 8.0, 10.0])
+    box.pbc = True
+    # dense but for a hole across the cell's corner: points near the corner whose nearest atom lies
+    # beyond the small tree's padding are left open by it and need the second tree
+    void = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(5)
+    frac = void.get_scaled_positions()
+    del void[np.linalg.norm((frac - np.round(frac)) @ void.cell[:], axis=1) < 8.5]
+    structures = [bulk("Si", "diamond", a=5.43).repeat(2), fcc111("Cu", (2, 2, 4), vacuum=10.0, periodic=True),
+                  fcc100("Al", (3, 3, 5), vacuum=8.0, periodic=True), wire, box, void]
+    lone = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)  # a block and one atom far from it: that atom's
+    lone.set_cell(np.diag([30.0, 30.0, 30.0]))  # nearest neighbour lies beyond the small tree
+    lone += Atoms("Cu", positions=[[22.0, 22.0, 22.0]])
+    structures.append(lone)
+    values = [vacuum_fraction(a) for a in structures]
+    assert values[0] == 0.0 and all(v > 0.01 for v in values[1:])
+    assert values == [_vacuum_by_brute_force(a) for a in structures]
