@@ -101,8 +101,7 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
     reduced = _minkowski_reduced(cell)
     frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
     pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
-    diff = frac[pairs[:, 0]] - frac[pairs[:, 1]]
-    close = np.linalg.norm((diff - np.round(diff)) @ reduced, axis=1) < _MIN_SEPARATION
+    close = _wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], reduced)[1] < _MIN_SEPARATION
     if np.any(close):
         i, j = pairs[np.argmax(close)]
         raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
@@ -216,6 +215,20 @@ def _images_near_cell(frac: np.ndarray, margin: float) -> tuple[np.ndarray, np.n
     return frac[atom] + _SHIFTS[shift], atom
 
 
+def _neighbour_distances(positions: np.ndarray, cell: np.ndarray, query: np.ndarray, margin: float) -> tuple[np.ndarray, cKDTree]:
+    """Exact distance from each of the ``query`` atoms (rows of ``positions``, in the cell) to its nearest
+    other atom, and the tree of the images within ``margin`` Å that found them.
+
+    That tree answers every distance up to ``margin`` exactly; when an atom's nearest neighbour is
+    farther, all 26 neighbouring cells are searched instead (the returned tree stays the small one).
+    """
+    tree = _padded_tree(positions, cell, margin)
+    d = tree.query(query, k=2)[0][:, 1]  # k=2: the atom itself comes first
+    if not np.all(d <= margin):
+        d = _padded_tree(positions, cell, np.inf).query(query, k=2)[0][:, 1]
+    return d, tree
+
+
 def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
     """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``.
 
@@ -225,11 +238,8 @@ def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
     we classify), and all 26 neighbouring cells are searched otherwise.
     """
     wrapped = _wrap(positions @ np.linalg.inv(cell)) @ cell
-    query = wrapped[_scored_atoms(len(wrapped))]
     margin = 1.5 * (abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3)
-    d = _padded_tree(wrapped, cell, margin).query(query, k=2)[0][:, 1]
-    if not np.all(d <= margin):
-        d = _padded_tree(wrapped, cell, np.inf).query(query, k=2)[0][:, 1]
+    d = _neighbour_distances(wrapped, cell, wrapped[_scored_atoms(len(wrapped))], margin)[0]
     d = d[d > 1e-8]
     if len(d) == 0:
         return float((abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3))
@@ -484,6 +494,14 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
+def _wrapped_offsets(frac: np.ndarray, centre: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, lengths)``: fractional ``frac - centre`` with each coordinate wrapped into [-0.5, 0.5]
+    (the nearest image in each lattice direction), and their Cartesian lengths (Å) in ``cell``."""
+    diff = frac - centre
+    diff -= np.round(diff)
+    return diff, _lengths(diff @ cell)
+
+
 def _lengths(vectors: np.ndarray) -> np.ndarray:
     """Lengths of the rows of an (N, 3) array, as ``np.linalg.norm(vectors, axis=1)`` computes them,
     sqrt((x^2 + y^2) + z^2), the same bits at a third of the cost (its sum over a 3-long axis is slow)."""
@@ -610,9 +628,7 @@ def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:
     remaining = np.arange(len(frac))
     while len(remaining):
         i = remaining[0]
-        diff = frac[remaining] - frac[i]
-        diff -= np.round(diff)
-        same = np.linalg.norm(diff @ cell, axis=1) < tight
+        same = _wrapped_offsets(frac[remaining], frac[i], cell)[1] < tight
         if np.any(numbers[remaining[same]] != numbers[i]):
             return None
         sites.append(i)
@@ -665,9 +681,8 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     while len(remaining) and len(sizes) <= _MAX_SITES:
         centre = frac[remaining[0]]
         for recentre in (True, False):  # seed at an atom, recentre on the atoms found, take those
-            diff = frac[remaining] - centre
-            diff -= np.round(diff)
-            near = np.linalg.norm(diff @ lattice, axis=1) < radius
+            diff, distance = _wrapped_offsets(frac[remaining], centre, lattice)
+            near = distance < radius
             if recentre:
                 centre = centre + diff[near].mean(axis=0)  # the seed itself is near: never empty
         sizes.append(int(near.sum()))

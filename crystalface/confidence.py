@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import _minkowski_reduced, _padded_tree
+from .cell import _minkowski_reduced, _neighbour_distances, _padded_tree
 from .fingerprint import DF2D
 
 __all__ = [
@@ -195,11 +195,7 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     # up again in a tree padded as far as needed, so the answer is that of the full periodic search.
     spacing = (abs(np.linalg.det(cell)) / len(atoms)) ** (1 / 3)
     margin = _FIRST_TREE_SPACINGS * spacing
-    tree = _padded_tree(positions, cell, margin)
-    step = max(1, len(atoms) // 256)
-    nn = tree.query(positions[::step], k=2)[0][:, 1]  # k=2: the atom itself comes first
-    if not np.all(nn <= margin):
-        nn = _padded_tree(positions, cell, np.inf).query(positions[::step], k=2)[0][:, 1]
+    nn, tree = _neighbour_distances(positions, cell, positions[:: max(1, len(atoms) // 256)], margin)
     limit = distance * float(np.median(nn))
     points = _unit_points(n_points, seed) @ cell
     # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
