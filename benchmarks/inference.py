@@ -105,23 +105,25 @@ def _plain_relus(network) -> torch.nn.Module:
     return net
 
 
+def _torch_runner(module, channels_last: bool = True):
+    """A function of a float32 batch (numpy) that runs ``module`` on it in inference mode."""
+    def run(x):
+        t = torch.from_numpy(x)
+        if channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return module(t).numpy()
+    return run
+
+
 def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
     """name -> (function of a (16, 3, n, n) float32 array returning (16, classes + 128), seconds to prepare)."""
     network = model.network.eval()
     both = Both(network).eval()
     out = {}
 
-    def eager(channels_last: bool):
-        def run(x):
-            t = torch.from_numpy(x)
-            if channels_last:
-                t = t.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                return both(t).numpy()
-        return run
-
-    out["eager, channels-last (shipped)"] = (eager(True), 0.0)
-    out["eager, channels-first"] = (eager(False), 0.0)
+    out["eager, channels-last (shipped)"] = (_torch_runner(both), 0.0)
+    out["eager, channels-first"] = (_torch_runner(both, channels_last=False), 0.0)
 
     example = torch.from_numpy(calibration[:BATCH]).contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -129,21 +131,13 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
         scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(both, example)))
         scripted(example)
         scripted(example)
-
-    def run_script(x):
-        with torch.inference_mode():
-            return scripted(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
-    out["TorchScript, frozen + optimize_for_inference"] = (run_script, time.perf_counter() - start)
+    out["TorchScript, frozen + optimize_for_inference"] = (_torch_runner(scripted), time.perf_counter() - start)
 
     start = time.perf_counter()
     compiled = torch.compile(both, dynamic=False)
     with torch.inference_mode():
         compiled(example)
-
-    def run_compiled(x):
-        with torch.inference_mode():
-            return compiled(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
-    out["torch.compile (inductor)"] = (run_compiled, time.perf_counter() - start)
+    out["torch.compile (inductor)"] = (_torch_runner(compiled), time.perf_counter() - start)
 
     import onnxruntime as ort
 
@@ -193,11 +187,7 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
             for i in range(0, len(calibration), BATCH):
                 prepared(torch.from_numpy(calibration[i : i + BATCH]))
         quantized = convert_fx(prepared)
-
-    def run_fx(x):
-        with torch.inference_mode():
-            return quantized(torch.from_numpy(x)).numpy()
-    out["PyTorch FX int8 (fbgemm, per tensor)"] = (run_fx, time.perf_counter() - start)
+    out["PyTorch FX int8 (fbgemm, per tensor)"] = (_torch_runner(quantized, channels_last=False), time.perf_counter() - start)
     return out
 
 
