@@ -91,3 +91,45 @@ def test_one_pair_of_overlapping_atoms_is_rejected(fcc_cluster):
 def test_fewer_than_two_atoms_is_rejected():
     with pytest.raises(StructureError, match="two atoms"):
         scale(Atoms("Cu", positions=[[0, 0, 0]]))
+
+
+def _peak_test_curves():
+    """Curves with every case find_peaks distinguishes: plateaus (flat tops, flat shoulders, ties at
+    the array's ends), random noise, and smoothed pair-distance histograms like _first_shell's."""
+    from scipy.ndimage import gaussian_filter1d
+
+    rng = np.random.default_rng(7)
+    yield np.array([])
+    yield np.array([1.0])
+    yield np.array([0.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0])  # plateau peak, plateau at the end (no peak)
+    for _ in range(300):
+        yield rng.integers(0, 4, int(rng.integers(2, 40))).astype(float)  # many plateaus
+        yield rng.random(int(rng.integers(2, 40)))
+        counts = np.histogram(rng.normal(1.0, 0.05, 200) * rng.choice([1, 1.4], 200), bins=400, range=(0, 2))[0]
+        yield gaussian_filter1d(counts.astype(float), sigma=8, mode="constant")
+
+
+def test_prominent_peaks_are_those_of_scipy_find_peaks():
+    from scipy.signal import find_peaks
+
+    from crystalface.scaling import _prominent_peaks
+
+    compared = 0
+    for curve in _peak_test_curves():
+        for share in (0.0, 0.05, 0.3, 1.0):
+            prominence = share * (curve.max() if len(curve) else 1.0)
+            assert np.array_equal(_prominent_peaks(curve, prominence), find_peaks(curve, prominence=prominence)[0]), (curve, prominence)
+            compared += 1
+    assert compared == 4 * 903
+
+
+def test_classifying_does_not_import_scipy_signal(tmp_path):
+    # importing scipy.signal costs ~1.5 s per process, paid by every worker of a batch
+    import subprocess
+    import sys
+
+    script = ("import sys; from ase.build import bulk; from crystalface import classify; "
+              "assert classify([bulk('Cu', 'fcc', a=3.6)], workers=1)[0].label == 'fcc'; "
+              "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]"
