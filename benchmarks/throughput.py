@@ -7,7 +7,9 @@ training seed 0) as randomly rotated ~256-atom periodic supercells; half pristin
 vacancies and 0.02 Å Gaussian displacements. They are written to one extended-XYZ file, and the
 end-to-end time is file on disk -> label. Per-step times come from a single-process pass over the
 same structures; the end-to-end rate uses crystalface.batch.classify_files (what
-``crystalface classify -o`` runs) with every core. Everything is measured ``--repeats`` times in
+``crystalface classify -o`` runs) with every core, in a fresh Python process like a user's (this
+process has warmed up every step, and workers forked from it would inherit that: lazy imports,
+caches); its start-up (imports, loading the model) is reported apart from the rate. Everything is measured ``--repeats`` times in
 rounds (end to end, steps, symmetry finders, then again) and the medians are reported; the time of
 a shared virtual machine drifts by 20 % within minutes. Reports ratios (theirs / ours, each within
 one round), since absolute times drift. Writes <output>.json and <output>.md.
@@ -19,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -51,6 +52,31 @@ def _time(fn, items) -> float:
     return time.perf_counter() - start
 
 
+#: The end-to-end run, in a process of its own: argv = structures file, output file, workers.
+_END_TO_END = """
+import json, resource, sys, time
+start = time.perf_counter()
+from crystalface import load_model
+from crystalface.batch import classify_files
+model = load_model()
+ready = time.perf_counter()
+summary = classify_files(sys.argv[1], sys.argv[2], model=model, workers=int(sys.argv[3]))
+done = time.perf_counter()
+print(json.dumps({"startup_s": ready - start, "run_s": done - ready, "failed": summary.failed,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_rss_largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def _end_to_end(path: Path, output: Path, workers: int) -> dict:
+    """Run :data:`_END_TO_END` in a fresh interpreter; its JSON report."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _END_TO_END, str(path), str(output), str(workers)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="structures (default 2000)")
@@ -66,7 +92,6 @@ def main(argv=None) -> int:
     import torch
 
     from crystalface import fingerprint, fingerprint_reference, load_model, read_structures, scale
-    from crystalface.batch import classify_files
     from crystalface.cell import standard_cell
     from crystalface.cluster import _cluster
     from crystalface.confidence import assess
@@ -117,9 +142,8 @@ def main(argv=None) -> int:
         rounds = []
         for r in tqdm(range(args.repeats), desc="rounds", unit="round"):
             # end to end, file on disk -> label, all cores: the streaming path of `crystalface classify -o`
-            start = time.perf_counter()
-            summary = classify_files(path, Path(tmp) / f"labels{r}.jsonl", model=model, workers=os.cpu_count())
-            end_to_end = time.perf_counter() - start
+            run = _end_to_end(path, Path(tmp) / f"labels{r}.jsonl", os.cpu_count() or 1)
+            end_to_end = run["run_s"]
             torch.set_num_threads(1)
             steps = {}
             start = time.perf_counter()
@@ -147,6 +171,7 @@ def main(argv=None) -> int:
             torch.set_num_threads(os.cpu_count() or 1)
             rounds.append({
                 "end_to_end_s": end_to_end,
+                "end_to_end_process": run,
                 "steps_s": steps,
                 "baselines_s": {name: _time(run, subsample) / base_n for name, run in finders.items()},
                 "baselines_noisy_s": {name: _time(run, noisy) / len(noisy) for name, run in finders.items()},
@@ -177,7 +202,7 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "structures": {"n": n, "seed": args.seed, "atoms_mean": float(np.mean([len(a) for a in structures])),
                        "defective": "every second: 10 % vacancies + 0.02 Å"},
-        "failures": summary.failed,
+        "failures": rounds[-1]["end_to_end_process"]["failed"],
         "repeats": args.repeats,
         "end_to_end": {"structures_per_second": rate, "ms_per_structure": 1e3 * per_structure, "workers": os.cpu_count(),
                        "structures_per_second_by_round": [n / r["end_to_end_s"] for r in rounds]},
@@ -189,8 +214,9 @@ def main(argv=None) -> int:
         "baselines_noisy_ms": {k: 1e3 * v for k, v in baselines_noisy.items()},
         "ratios_on_noisy_baseline_time_over_ours_end_to_end": ratio_noisy,
         "rounds": rounds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "startup_s": median(r["end_to_end_process"]["startup_s"] for r in rounds),
+        "peak_rss_mb": max(r["end_to_end_process"]["peak_rss_mb"] for r in rounds),
+        "peak_rss_largest_worker_mb": max(r["end_to_end_process"]["peak_rss_largest_worker_mb"] for r in rounds),
     }
     out = Path(args.output)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
@@ -202,9 +228,10 @@ def main(argv=None) -> int:
         f"Every time is the median of {args.repeats} rounds, each round measuring everything once; each ratio "
         "is the median of the ratios within a round.", "",
         f"**End to end: {rate:.1f} structures/s** ({1e3 * per_structure:.1f} ms each, all cores; "
-        "`crystalface.batch.classify_files`, the path of `crystalface classify -o`). Peak RSS "
-        f"{results['peak_rss_mb']:.0f} MB (main process; it also holds every structure and the per-step "
-        f"arrays of this benchmark), largest worker {results['peak_rss_largest_worker_mb']:.0f} MB. End to end by round: "
+        "`crystalface.batch.classify_files`, the path of `crystalface classify -o`, in a fresh process; "
+        f"its start-up before the first structure, imports and model, took {results['startup_s']:.1f} s more). "
+        f"Peak RSS {results['peak_rss_mb']:.0f} MB (main process), largest worker "
+        f"{results['peak_rss_largest_worker_mb']:.0f} MB. End to end by round: "
         + ", ".join(f"{v:.1f}" for v in results["end_to_end"]["structures_per_second_by_round"]) + " structures/s.", "",
         "| step (one process, one thread) | ms / structure |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in results["steps_single_thread_ms_per_structure"].items()], "",
