@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from .classify import Prediction, classify
-from .io import Entry, read_structures
+from .io import Entry, _count_frames, read_structures
 from .model import BATCH, Model, load_model
 
 __all__ = ["BatchSummary", "classify_files", "classify_stream"]
@@ -520,7 +520,9 @@ class BatchSummary:
 
 
 def _progress_total(paths: list[str], index, format: str | None, skipped: int) -> int | None:
-    """Number of structures when it is cheap to know (ASE databases, single-structure formats), else None."""
+    """Number of structures when it is cheap to know, else None: ASE databases (a count), single-structure
+    formats, and extended XYZ, which crystalface frames itself and counts by scanning its lines without
+    parsing them (~0.2 s per 100 000 small frames, ~0.04 s per 1000 ~280-atom frames)."""
     from ase.io.formats import filetype, get_ioformat
 
     if not _all_frames(index):
@@ -532,11 +534,13 @@ def _progress_total(paths: list[str], index, format: str | None, skipped: int) -
                 import ase.db
 
                 total += ase.db.connect(path, type="db", use_lock_file=False).count()
-            elif get_ioformat(format or filetype(path, read=False)).single:
+            elif get_ioformat(fmt := format or filetype(path, read=False)).single:
                 total += 1
+            elif fmt == "extxyz":
+                total += _count_frames(os.fspath(path), fmt)
             else:
                 return None
-        except Exception:  # noqa: BLE001 - unknown suffix, unreadable file: no total
+        except Exception:  # noqa: BLE001 - unknown suffix, unreadable or malformed file: no total
             return None
     return max(total - skipped, 0)
 

@@ -191,6 +191,7 @@ def test_cli_output_progress_and_resume(xyz, tmp_path, capsys):
     assert main(["classify", xyz, "--output", str(out), "--workers", "1"]) == 1  # one frame has no lattice
     err = capsys.readouterr().err
     assert "structures/s" in err  # the progress bar, with its rate
+    assert "13/13" in err  # and its total, so an ETA: extended XYZ frames are counted first
     assert "12 classified, 1 failed" in err and f"[{MOLECULE}]: " in err
     assert len(_records(out)) == 13
     assert main(["classify", xyz, "--output", str(out), "--workers", "1"]) == 2  # would overwrite
@@ -200,3 +201,15 @@ def test_cli_output_progress_and_resume(xyz, tmp_path, capsys):
     assert main(["classify", xyz, "--resume"]) == 2
     assert main(["classify", xyz, "--output-db", "--workers", "1"]) == 2  # no database among the inputs
     assert "ASE databases" in capsys.readouterr().err
+
+
+def test_progress_total_counts_extended_xyz_frames_and_leaves_out_the_done(xyz, database, tmp_path):
+    assert batch._progress_total([xyz], ":", None, 0) == 13
+    assert batch._progress_total([xyz, database, xyz], ":", None, 5) == 13 + 7 + 13 - 5
+    assert batch._progress_total([xyz], "2:", None, 0) is None  # part of a file: not counted
+    cut = tmp_path / "cut.extxyz"
+    cut.write_text("".join(open(xyz).readlines()[:-1]))  # the last frame misses an atom line
+    assert batch._progress_total([str(cut)], ":", None, 0) is None  # the reader reports that file; no total
+    poscar = tmp_path / "POSCAR"  # a format of one structure
+    write(poscar, _frames()[0], format="vasp")
+    assert batch._progress_total([str(poscar), xyz], ":", None, 0) == 14
