@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import warnings
 from bisect import bisect_right
 from collections import deque
@@ -676,8 +677,13 @@ def classify_files(
         from tqdm.auto import tqdm
 
         bar = stack.enter_context(tqdm(
-            total=_progress_total(paths, index, format, done.count) if progress else None,
             disable=not progress, unit=" structures", desc="classify", dynamic_ncols=True, smoothing=0.05))
+        # the total (for an ETA) is counted beside the run, not before it: scanning a large or a
+        # compressed file can take a while, and the first structures need not wait for it
+        total: list[int | None] = []
+        if progress:
+            threading.Thread(target=lambda: total.append(_progress_total(paths, index, format, done.count)),
+                             daemon=True).start()
         classified = failed = 0
         failures: list[Prediction] = []
         for pairs in chunks:
@@ -693,5 +699,7 @@ def classify_files(
                     failed += 1
                     if len(failures) < MAX_LISTED:
                         failures.append(p)
+            if total and total[0] is not None and bar.total is None:
+                bar.total = total[0]
             bar.update(len(predictions))
     return BatchSummary(classified=classified, failed=failed, skipped=tally.skipped, failures=tuple(failures))

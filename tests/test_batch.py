@@ -213,3 +213,24 @@ def test_progress_total_counts_extended_xyz_frames_and_leaves_out_the_done(xyz, 
     poscar = tmp_path / "POSCAR"  # a format of one structure
     write(poscar, _frames()[0], format="vasp")
     assert batch._progress_total([str(poscar), xyz], ":", None, 0) == 14
+
+
+def test_the_run_does_not_wait_for_the_count_of_its_frames(xyz, tmp_path, monkeypatch, model):
+    import threading
+
+    release, counting, counted = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_count(path, fmt):  # a huge or compressed file: the scan takes longer than the run
+        counting.set()
+        release.wait(timeout=10)
+        counted.set()
+        return 13
+
+    monkeypatch.setattr(batch, "_count_frames", slow_count)
+    out = tmp_path / "labels.jsonl"
+    try:
+        summary = classify_files(xyz, out, model=model, workers=1, progress=True)
+        assert counting.is_set() and not counted.is_set()  # the count was still running when the run ended
+    finally:
+        release.set()
+    assert (summary.classified, summary.failed) == (12, 1) and len(_records(out)) == 13
