@@ -56,6 +56,9 @@ _SUPERCELL_ATOMS = 64
 #: vectors of it (:func:`_search`). A vector between two sublattices (diamond, hcp) fails on its
 #: double. On random gases and amorphous structures (Lindemann 0.3) no lattice comes out (tests).
 _SPARSE_REFERENCES = 8
+_SPARSE_SCORED_ATOMS = 256
+_SPARSE_TOL = 1.4
+_SPARSE_MIN_SCORE = 0.25
 #: A candidate that carried at least this share of the atoms, and that moved by more than this
 #: fraction of the matching distance when refined, is scored again from where it moved
 #: (:func:`_score_candidates`): a translation of a hot crystal. In five 250-atom bcc Fe supercells
@@ -64,9 +67,6 @@ _SPARSE_REFERENCES = 8
 #: by ~0.05 Å, a twelfth of the matching distance: almost never scored again.
 _RETRY_SCORE = 0.25
 _RETRY_MOVE = 0.2
-_SPARSE_SCORED_ATOMS = 256
-_SPARSE_TOL = 1.4
-_SPARSE_MIN_SCORE = 0.25
 #: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
 _MIN_SEPARATION = 0.1
 #: KD-trees here are built for one structure and queried a few thousand times: splitting at the
@@ -421,11 +421,10 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
         chunk = slice(done, min(done + size, len(cart)))
         shift = cart[chunk] @ inv_cell
         hits = _carry(search, groups, start_frac, shift, refined[chunk])
-        # In a hot crystal a candidate, the difference of two displaced atoms, is off by both their
-        # displacements and carries fewer atoms within tol than the translation it approximates
-        # (~40 % instead of ~80 % at 0.2 Å). Moved by the mean mismatch of the atoms it did carry,
-        # it is as good as the translation: such candidates are scored once more from there. A
-        # candidate of noise-free input does not move and is never scored again.
+        # in a hot crystal a candidate, the difference of two displaced atoms, is off by both their
+        # displacements and carries fewer atoms within tol than the translation it stands for; moved
+        # by the mean mismatch of the atoms it did carry, it is scored once more from there
+        # (_RETRY_MOVE). A candidate of noise-free input does not move and is never scored again.
         retry = np.flatnonzero((hits >= _RETRY_SCORE * n_scored)
                                & (_lengths(refined[chunk] - cart[chunk]) > _RETRY_MOVE * search.tol))
         if len(retry):
