@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every measurement (medians reported)")
     parser.add_argument("--output", default="benchmarks/throughput")
     args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
 
     import moyopy
     import spglib
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
                                    for a in warm], descriptor.df2d)
         warm_proba, warm_novelty = model.predict(warm_images)
         assess(warm_proba, warm_images, warm, descriptor.df2d, warm_novelty)
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cores)
 
         base_n = min(args.baseline_n, len(structures))
         # same number of pristine and defective structures in the subsample (every second is defective)
@@ -142,8 +143,8 @@ def main(argv=None) -> int:
         rounds = []
         for r in tqdm(range(args.repeats), desc="rounds", unit="round"):
             # end to end, file on disk -> label, all cores: the streaming path of `crystalface classify -o`
-            run = _end_to_end(path, Path(tmp) / f"labels{r}.jsonl", os.cpu_count() or 1)
-            end_to_end = run["run_s"]
+            process = _end_to_end(path, Path(tmp) / f"labels{r}.jsonl", cores)
+            end_to_end = process["run_s"]
             torch.set_num_threads(1)
             steps = {}
             start = time.perf_counter()
@@ -168,10 +169,10 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             assess(proba, images, frames, descriptor.df2d, novelty)
             steps["confidence"] = time.perf_counter() - start
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(cores)
             rounds.append({
                 "end_to_end_s": end_to_end,
-                "end_to_end_process": run,
+                "end_to_end_process": process,
                 "steps_s": steps,
                 "baselines_s": {name: _time(run, subsample) / base_n for name, run in finders.items()},
                 "baselines_noisy_s": {name: _time(run, noisy) / len(noisy) for name, run in finders.items()},
@@ -196,16 +197,15 @@ def main(argv=None) -> int:
     baselines = {k: median(r["baselines_s"][k] for r in rounds) for k in finders}
     baselines_noisy = {k: median(r["baselines_noisy_s"][k] for r in rounds) for k in finders}
     ratio_all, ratio_noisy = ratios("baselines_s"), ratios("baselines_noisy_s")
-    cores = os.cpu_count() or 1
     results = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "machine": {"platform": platform.platform(), "cpus": cores, "torch": torch.__version__},
         "structures": {"n": n, "seed": args.seed, "atoms_mean": float(np.mean([len(a) for a in structures])),
                        "defective": "every second: 10 % vacancies + 0.02 Å"},
         "failures": rounds[-1]["end_to_end_process"]["failed"],
         "repeats": args.repeats,
-        "end_to_end": {"structures_per_second": rate, "ms_per_structure": 1e3 * per_structure, "workers": os.cpu_count(),
+        "end_to_end": {"structures_per_second": rate, "ms_per_structure": 1e3 * per_structure, "workers": cores,
                        "structures_per_second_by_round": [n / r["end_to_end_s"] for r in rounds]},
         "steps_single_thread_ms_per_structure": {k: 1e3 * v / n for k, v in steps.items()},
         "fingerprint_ms": {"reference": 1e3 * reference, "production_single_thread": 1e3 * production,
