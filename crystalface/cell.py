@@ -314,8 +314,9 @@ def _find_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> tuple[np
     translation, or with no lattice finer than the cell. Then (:data:`_SPARSE_BELOW`,
     :data:`_SUPERCELL_ATOMS`) a second search runs, on the difference vectors of
     :data:`_SPARSE_REFERENCES` atoms, with :data:`_SPARSE_MIN_SCORE`, up to
-    :data:`_SPARSE_SCORED_ATOMS` scored atoms and a :data:`_SPARSE_TOL` times wider matching
-    distance; its lattice is taken when it is finer. The returned ``tol`` is the first search's.
+    :data:`_SPARSE_SCORED_ATOMS` scored atoms, a :data:`_SPARSE_TOL` times wider matching
+    distance and a bar lowered for the scatter of the scores (:data:`_SPARSE_SPREAD`); its lattice
+    is taken when it is finer. The returned ``tol`` is the first search's.
     """
     n = len(atoms)
     if n == 1:
