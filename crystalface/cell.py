@@ -42,8 +42,8 @@ _MIN_SCORE = 0.55
 _SPARSE_BELOW = 0.8
 #: ... or when the first one found no lattice finer than the cell of an input this large (a
 #: supercell or an MD cell, not a primitive cell): with ~0.2 Å of noise, translations carry ~60 %
-#: of the atoms onto atoms, and on 64 scored atoms those scores scatter so much that the bar of
-#: 80 % of the best one drops some of the shortest translations.
+#: of the atoms onto atoms once refined (~40 % as drawn, see _RETRY_SCORE), and on 64 scored atoms
+#: those scores scatter so much that the bar of 80 % of the best one drops some of the shortest.
 _SUPERCELL_ATOMS = 64
 #: The second search takes the difference vectors of this many atoms (one atom of a crystal with
 #: half of its sites vacant misses half of the short translations), scores on up to this many
