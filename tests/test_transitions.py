@@ -15,6 +15,7 @@ from crystalface.evaluation.transitions import (
     BCC_SC_FRAMES,
     SPECIAL_ANGLES,
     body_centre_mask,
+    crossing_interval,
     first_crossing,
     remove_body_centres,
     rhombohedral_lattice,
@@ -44,6 +45,37 @@ def test_first_crossing():
     assert first_crossing([0, 1, 2], [1, -1, 1]) == 0
     assert first_crossing([0, 1, 2], [-1, -1, -1]) is None
     assert first_crossing([0.0, 0.1], [0.2, 0.8], level=0.5) == pytest.approx(0.05)
+
+
+def test_crossing_interval_brackets_the_crossing_and_narrows_with_more_realisations():
+    x = np.linspace(0.0, 1.0, 21)
+    # realisations identical: every replicate crosses where the mean does, the interval is that point
+    same = np.repeat((x - 0.42)[:, None], 5, axis=1)
+    point = first_crossing(x, same.mean(axis=1))
+    assert crossing_interval(x, same) == pytest.approx((point, point))
+    # a curve that never rises above 0, or only for some draws
+    assert crossing_interval(x, -np.ones((21, 5))) == (None, None)
+    rare = -np.ones((21, 20))
+    rare[-1, 0] = 100.0  # the last step crosses only in replicates that draw realisation 0 (~64 %)
+    lo, hi = crossing_interval(x, rare)
+    assert 0.95 < lo < 1.0 and hi is None
+    # noisy realisations around a straight line: the interval holds the mean's crossing, and is about
+    # sqrt(16) = 4 times narrower with 16 times the realisations
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (10, 160):
+        values = (x - 0.5)[:, None] + rng.normal(0.0, 0.2, size=(21, n))
+        lo, hi = crossing_interval(x, values)
+        assert lo < first_crossing(x, values.mean(axis=1)) < hi
+        widths.append(hi - lo)
+    assert 2.5 < widths[0] / widths[1] < 6.5
+    # a failed realisation (NaN) is left out of its step's mean
+    with_failure = same.copy()
+    with_failure[3, 0] = np.nan
+    assert crossing_interval(x, with_failure) == pytest.approx((point, point))
+    # any crossing of the mean of vector-valued realisations: where the second component first leads
+    pairs = np.stack([np.zeros_like(same), same], axis=2)  # (steps, realisations, 2)
+    assert crossing_interval(x, pairs, lambda x, m: first_crossing(x, m[:, 1] - m[:, 0])) == pytest.approx((point, point))
 
 
 # --- bcc -> sc ----------------------------------------------------------------------------------
@@ -86,8 +118,13 @@ def test_bcc_sc_tiny_run(model, tmp_path):
     assert (tmp_path / "bcc-sc.png").read_bytes()[:4] == b"\x89PNG"
     assert on_disk["crossing_fraction"] == r["crossing_fraction"]
     for key in ("experiment", "command", "model", "descriptor", "seed", "crystal", "fractions", "realisations",
-                "crossing_fraction", "bcc_until", "sc_from", "frames", "total_seconds"):
+                "crossing_fraction", "bcc_until", "sc_from", "interval", "frames", "total_seconds"):
         assert key in on_disk, key
+    for frame, intervals in on_disk["interval"].items():
+        assert set(intervals) == {"crossing_fraction", "bcc_until", "sc_from"}
+        for key, (lo, hi) in intervals.items():
+            point = on_disk[key][frame]
+            assert point is None or (lo is not None and lo <= point and (hi is None or point <= hi)), (frame, key)
     assert on_disk["fractions"] == [0.0, 0.5, 1.0] and set(on_disk["frames"]) == set(BCC_SC_FRAMES)
     for frame, rec in on_disk["frames"].items():
         assert rec["n_removed"] == [0, round(rec["body_centre_atoms"] / 2), rec["body_centre_atoms"]], frame
@@ -152,6 +189,9 @@ def test_amorphous_tiny_run(model, tmp_path):
             assert key in rec, key
         assert set(rec["collapse"]) == {"p_true_below_half", "accuracy_below_half", "entropy_above_half_max",
                                         "score_below_threshold"}
+        for key, (lo, hi) in rec["collapse_interval"].items():
+            crossing = rec["collapse"][key]
+            assert crossing is None or (lo is not None and lo <= crossing and (hi is None or crossing <= hi)), key
         assert len(rec["confidence_score"]) == 3 and rec["confidence_score"][0] > 0.5  # L = 0: a confident crystal
         assert rec["sigma_angstrom"][-1] == pytest.approx(0.4 * rec["nn_distance_angstrom"], rel=1e-5)
         # L = 0 is the pristine crystal: same probabilities as classifying it directly, no spread

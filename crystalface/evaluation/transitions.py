@@ -30,6 +30,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +50,7 @@ from ..fingerprint import fingerprint
 from ..scaling import nearest_neighbour_distance, scale
 
 __all__ = [
-    "BCC_SC_FRAMES", "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "first_crossing", "remove_body_centres",
+    "BCC_SC_FRAMES", "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "crossing_interval", "first_crossing", "remove_body_centres",
     "rhombohedral_lattice",
     "run_bcc_sc", "run_rhombohedral", "run_amorphous", "register",
 ]
@@ -147,6 +148,50 @@ def first_crossing(x: Sequence[float], y: Sequence[float], level: float = 0.0) -
         return float(x[0])
     x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
     return float(x0 + (x1 - x0) * (level - y0) / (y1 - y0))
+
+
+def crossing_interval(x: Sequence[float], values: np.ndarray, crossing: Callable | None = None, coverage: float = 0.95,
+                      n_boot: int = 2000, seed: int = 0) -> tuple[float | None, float | None]:
+    """Bootstrap interval of a crossing point of the mean over realisations: how sure is it?
+
+    ``values[step, realisation, ...]`` are per-realisation numbers (e.g. class probabilities) and
+    ``crossing(x, mean)`` finds the point on their mean over realisations (NaN skipped), None when
+    there is none; by default :func:`first_crossing` with level 0 (pass ``level - v`` for a fall
+    below ``level``). Each of ``n_boot`` replicates redraws the realisations of every step with
+    replacement (the steps are independent draws) and finds its crossing; the interval is the
+    central ``coverage`` of those crossings (percentile bootstrap). A bound is None where more than
+    that share of replicates find none inside ``x``. A step whose redrawn realisations all failed
+    (NaN) is left out of that replicate.
+
+    Examples
+    --------
+    >>> crossing_interval([0.0, 1.0, 2.0], np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]))
+    (0.5, 1.5)
+    """
+    x = np.asarray(x, float)
+    values = np.asarray(values, float)
+    crossing = crossing or first_crossing
+    steps, realisations = values.shape[:2]
+    draw = np.random.default_rng(seed).integers(realisations, size=(n_boot, steps, realisations))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a step whose draw holds only failures: NaN, skipped
+        means = np.nanmean(values[np.arange(steps)[None, :, None], draw], axis=2)  # (n_boot, steps, ...)
+    ok = np.isfinite(means.reshape(n_boot, steps, -1)).all(axis=2)
+    found = (crossing(x[keep], m[keep]) for m, keep in zip(means, ok))
+    crossings = np.array([np.inf if c is None else c for c in found])
+    tail = (1.0 - coverage) / 2.0
+    lo = float(np.quantile(crossings, tail, method="lower"))
+    hi = float(np.quantile(crossings, 1.0 - tail, method="higher"))
+    return (lo if np.isfinite(lo) else None), (hi if np.isfinite(hi) else None)
+
+
+#: How the intervals of the crossing points are made (recorded in the results).
+_INTERVAL_METHOD = "95 % percentile bootstrap over the realisations of each step (2000 replicates, seeded by seed)"
+
+
+def _interval(x: np.ndarray, values: np.ndarray, crossing: Callable | None, seed: int) -> list[float | None]:
+    """:func:`crossing_interval` at 95 %, rounded as the results are."""
+    return [_round(v, 4) for v in crossing_interval(x, values, crossing, seed=seed)]
 
 
 def _resolve_model(model):
@@ -434,7 +479,9 @@ def run_bcc_sc(
         ``probabilities`` (per class ``mean``, ``std``, ``label_fraction`` per step), ``crossing_fraction``
         (where P(sc) first exceeds P(bcc), interpolated; None if never), ``bcc_until`` (where bcc stops
         being the label of the mean probabilities), ``sc_from`` (where sc becomes the label for good),
-        ``label_at`` and atom counts; ``crossing_fraction`` collects the crossings of every frame.
+        ``interval`` (the 95 % bootstrap interval over the realisations of each of those three,
+        :func:`crossing_interval`), ``label_at`` and atom counts; ``crossing_fraction``,
+        ``bcc_until``, ``sc_from`` and ``interval`` collect those of every frame.
 
     Examples
     --------
@@ -457,6 +504,7 @@ def run_bcc_sc(
     fractions = np.linspace(0.0, 1.0, steps)
     items = [(float(f), seed, (_TAG_BCC_SC, s, r)) for s, f in enumerate(fractions) for r in range(realisations)]
     records = {}
+    bcc, sc = classes.index("bcc"), classes.index("sc")
     for frame, base in _bcc_sc_bases(source, model.descriptor, frames).items():
         proba, _, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
         proba = proba.reshape(steps, realisations, -1)
@@ -468,9 +516,15 @@ def run_bcc_sc(
             "body_centre_atoms": len(centres),
             "n_removed": [int(round(f * len(centres))) for f in fractions],
             "probabilities": _summary(proba, classes),
-            "crossing_fraction": _round(first_crossing(fractions, mean[:, classes.index("sc")] - mean[:, classes.index("bcc")]), 4),
-            "bcc_until": _round(_label_until(fractions, mean, classes.index("bcc")), 4),
-            "sc_from": _round(_label_from(fractions, mean, classes.index("sc")), 4),
+            "crossing_fraction": _round(first_crossing(fractions, mean[:, sc] - mean[:, bcc]), 4),
+            "bcc_until": _round(_label_until(fractions, mean, bcc), 4),
+            "sc_from": _round(_label_from(fractions, mean, sc), 4),
+            # 95 % bootstrap intervals over the realisations
+            "interval": {
+                "crossing_fraction": _interval(fractions, proba[:, :, sc] - proba[:, :, bcc], None, seed),
+                "bcc_until": _interval(fractions, proba, lambda x, m: _label_until(x, m, bcc), seed),
+                "sc_from": _interval(fractions, proba, lambda x, m: _label_from(x, m, sc), seed),
+            },
             "label_at": {f"{100 * f:g}%": classes[int(np.argmax(m))] for f, m in zip(fractions, mean)},
             "failures": sum(e is not None for e in errors),
         }
@@ -483,6 +537,8 @@ def run_bcc_sc(
         "random_stream": f"SeedSequence(seed, spawn_key=({_TAG_BCC_SC}, step, realisation))",
         "fractions": _round(fractions),
         "crossing_fraction": {frame: rec["crossing_fraction"] for frame, rec in records.items()},
+        "interval": {frame: rec["interval"] for frame, rec in records.items()},
+        "interval_method": _INTERVAL_METHOD,
         "bcc_until": {frame: rec["bcc_until"] for frame, rec in records.items()},
         "sc_from": {frame: rec["sc_from"] for frame, rec in records.items()},
         "paper_crossing_fraction": 0.75,
@@ -508,8 +564,10 @@ def plot_bcc_sc(results: dict, path: Path) -> None:
                 big = max(p["mean"][cls]) > 0.2
                 ax.plot(x, p["mean"][cls], "--", color=_COLOURS.get(cls, "grey"), lw=1, label=f"P({cls})" if big else None)
         if rec["crossing_fraction"] is not None:
+            lo, hi = rec["interval"]["crossing_fraction"]
+            interval = f" (95 %: {100 * lo:.1f}-{100 * hi:.1f})" if lo is not None and hi is not None else ""
             ax.axvline(100 * rec["crossing_fraction"], color="k", lw=0.8, ls="--",
-                       label=f"P(sc) > P(bcc) at {100 * rec['crossing_fraction']:.1f} %")
+                       label=f"P(sc) > P(bcc) at {100 * rec['crossing_fraction']:.1f} %{interval}")
         ax.axvspan(74, 76, color="k", alpha=0.08, lw=0, label="paper: ~75 %")
         ax.set_xlabel("body-centre atoms removed (%)")
         ax.set_title(f"{frame} frame ({rec['atoms']} atoms, {rec['body_centre_atoms']} body centres)", fontsize=9)
@@ -782,7 +840,10 @@ def run_amorphous(
         ``p_true`` (mean, std), ``accuracy`` (fraction of realisations labelled the true class),
         ``entropy_nats`` and ``entropy_normalised`` (mean predictive entropy, / ln n_classes),
         ``probabilities`` (mean of every class) and ``collapse`` (L where mean P(true) falls below 0.5,
-        where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5; None if never).
+        where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5, where the mean
+        confidence score falls below its threshold; None if never) and ``collapse_interval`` (95 %
+        bootstrap intervals over the realisations of the P(true) and score crossings,
+        :func:`crossing_interval`).
 
     Examples
     --------
@@ -839,6 +900,12 @@ def run_amorphous(
             "probabilities": {c: _round(mean_p[:, k]) for k, c in enumerate(classes)},
             "label_at": {f"{L:.2f}": classes[int(np.argmax(m))] for L, m in zip(lindemann, mean_p)},
             "collapse": {k: _round(v, 4) for k, v in collapse.items()},
+            # 95 % bootstrap intervals over the realisations of the two crossings the paper's claim is about
+            "collapse_interval": {
+                "p_true_below_half": _interval(lindemann, 0.5 - p_true, None, seed),
+                "score_below_threshold": _interval(lindemann, CONFIDENCE_THRESHOLD - scores.reshape(steps, realisations),
+                                                   None, seed),
+            },
             "collapse_in_melting_range": bool(collapse["p_true_below_half"] is not None
                                               and 0.1 <= collapse["p_true_below_half"] <= 0.2),
             "confidence_collapse_in_melting_range": bool(collapse["score_below_threshold"] is not None
@@ -854,6 +921,7 @@ def run_amorphous(
                       "displacement sqrt(3) sigma); d_nn is the mean nearest-neighbour distance of the pristine cluster",
         "random_stream": f"SeedSequence(seed, spawn_key=({_TAG_AMORPHOUS}, crystal, step, realisation))",
         "max_entropy_nats": round(math.log(len(classes)), 6),
+        "interval_method": _INTERVAL_METHOD,
         "lindemann": _round(lindemann),
         "crystals": per_crystal,
         "paper": "the confidence collapses inside L = 0.1-0.2, where melting is usually placed",
@@ -939,6 +1007,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd, experiment_name="amorphous")
 
 
+def _span(interval) -> str:
+    """A crossing interval as printed: "lo-hi", with "never" for a bound beyond the scanned range."""
+    lo, hi = ("never" if v is None else f"{v:g}" for v in interval)
+    return f"{lo}-{hi}"
+
+
 def _cmd(args) -> int:
     command = shlex.join(["crystalface", *sys.argv[1:]])
     kwargs = dict(model=args.model, output=args.output, workers=args.workers, command=command)
@@ -949,8 +1023,10 @@ def _cmd(args) -> int:
                            frames=args.frames, **kwargs)
             for frame, rec in r["frames"].items():
                 labels = " ".join(f"{k}:{v}" for k, v in rec["label_at"].items())
-                print(f"{frame:8s} P(sc) > P(bcc) from {rec['crossing_fraction']}, bcc until {rec['bcc_until']}, "
-                      f"sc from {rec['sc_from']} (paper: ~0.75); labels {labels}")
+                ci = rec["interval"]
+                print(f"{frame:8s} P(sc) > P(bcc) from {rec['crossing_fraction']} ({_span(ci['crossing_fraction'])}), "
+                      f"bcc until {rec['bcc_until']} ({_span(ci['bcc_until'])}), "
+                      f"sc from {rec['sc_from']} ({_span(ci['sc_from'])}; paper: ~0.75); labels {labels}")
         elif name == "rhombohedral":
             r = run_rhombohedral(n_angles=args.angles, fine_halfwidth=args.fine_halfwidth, fine_step=args.fine_step, **kwargs)
             for cls, w in r["windows"].items():
@@ -961,8 +1037,10 @@ def _cmd(args) -> int:
             r = run_amorphous(crystals=args.crystals, steps=args.steps, max_lindemann=args.max_lindemann,
                               realisations=args.realisations, seed=args.seed, **kwargs)
             for crystal, rec in r["crystals"].items():
-                c = rec["collapse"]
-                print(f"{crystal:9s} {rec['class']:7s} P(true) < 0.5 at L = {c['p_true_below_half']}, "
+                c, ci = rec["collapse"], rec["collapse_interval"]
+                print(f"{crystal:9s} {rec['class']:7s} P(true) < 0.5 at L = {c['p_true_below_half']} "
+                      f"({_span(ci['p_true_below_half'])}), score < {CONFIDENCE_THRESHOLD:g} at L = "
+                      f"{c['score_below_threshold']} ({_span(ci['score_below_threshold'])}), "
                       f"entropy > half max at L = {c['entropy_above_half_max']}")
     except ValueError as exc:
         print(f"crystalface: {exc}", file=sys.stderr)
