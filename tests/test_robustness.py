@@ -11,12 +11,14 @@ from ase.build import bulk
 from crystalface.classes import CLASSES
 from crystalface.evaluation.robustness import (
     Level,
+    _wrong_summary,
     baseline_space_group,
     default_levels,
     defect,
     parse_levels,
     run_robustness,
     score,
+    wrong_structures,
 )
 from crystalface.examples import supercell_near
 
@@ -73,6 +75,10 @@ def test_score_on_hand_made_predictions():
     assert s["per_class"]["bcc"]["accuracy"] == 100.0 and s["per_class"]["sc"]["accuracy"] == 0.0
     assert s["confusion"]["predicted"] == ["bcc", "fcc", "sc", "other"]
     assert s["confusion"]["matrix"] == [[2, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1]]
+    # exact binomial 95 % interval of 3 right of 6 (Clopper-Pearson: 11.81-88.19 %), rounded outwards
+    assert s["accuracy_interval"] == [11.81, 88.19]
+    assert score(["fcc"] * 700, ["fcc"] * 700)["accuracy_interval"] == [99.47, 100.0]
+    assert score(["fcc"] * 700, ["fcc"] * 699 + ["bcc"])["accuracy_interval"] == [99.2, 100.0]
     with pytest.raises(ValueError):
         score(["fcc"], [])
     with pytest.raises(ValueError):
@@ -123,6 +129,31 @@ def test_tiny_run_writes_every_output(tmp_path, model):
     assert stored["levels"][2]["methods"]["spglib-tight"]["accuracy"] == 0.0
     markdown = (tmp_path / "results.md").read_text()
     assert "| crystalface |" in markdown and "| *paper* |" in markdown and "`test`" in markdown
+    for lv in stored["levels"]:  # every wrong label is listed
+        cf = lv["methods"]["crystalface"]
+        assert len(cf["wrong"]) == cf["n"] - cf["correct"]
+        assert cf["accuracy_interval"][0] <= cf["accuracy"] <= cf["accuracy_interval"][1]
+
+
+def test_wrong_structures_are_listed_with_how_they_were_drawn():
+    labels = ["fcc", "hex/rh", "hex/rh", "bcc", "diam"]
+    infos = [{"prototype": "fcc", "cell_choice": "primitive"},
+             {"prototype": "hR1", "cell_choice": "supercell", "alpha_rh": 89.17864},
+             {"prototype": "alpha_As", "cell_choice": "conventional", "c_over_a": 2.52, "x": 0.2341},
+             {"prototype": "bcc", "cell_choice": "primitive"},
+             {"prototype": "diamond", "cell_choice": "primitive"}]
+    # the periodic method scores a subsample: indices 0, 1, 2 and 4; index 4 failed
+    wrong = wrong_structures(labels, {0: "fcc", 1: "sc", 2: "sc", 4: None}, infos)
+    assert wrong == [
+        {"index": 1, "label": "hex/rh", "predicted": "sc", "prototype": "hR1", "cell_choice": "supercell", "alpha_rh": 89.1786},
+        {"index": 2, "label": "hex/rh", "predicted": "sc", "prototype": "alpha_As", "cell_choice": "conventional",
+         "c_over_a": 2.52, "x": 0.2341},
+        {"index": 4, "label": "diam", "predicted": None, "prototype": "diamond", "cell_choice": "primitive"},
+    ]
+    assert len(wrong_structures(labels, {0: "fcc", 1: "sc", 2: "sc", 4: None}, infos, most=2)) == 2
+    assert _wrong_summary(wrong, 3) == "hR1 (α 89.18°) → sc; alpha_As (c/a 2.52, x 0.234) → sc; diamond → failed"
+    assert _wrong_summary(wrong + wrong, 6) == "hR1 → sc ×2, alpha_As → sc ×2, diamond → failed ×2"
+    assert _wrong_summary(wrong, 250) == "hR1 → sc ×1, alpha_As → sc ×1, diamond → failed ×1 (of the first 3)"
 
 
 def test_crystalface_alone_needs_no_baseline_structures(model):

@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -57,7 +58,7 @@ from ..scaling import scale
 
 __all__ = [
     "Level", "METHODS", "DEFAULT_METHODS", "PERIODIC", "BASELINES", "DEFAULT_SIGMAS", "DEFAULT_VACANCIES", "DEFAULT_COMBINED", "PAPER",
-    "parse_levels", "default_levels", "defect", "score", "baseline_space_group", "run_robustness",
+    "parse_levels", "default_levels", "defect", "score", "wrong_structures", "baseline_space_group", "run_robustness",
     "write_markdown", "plot_accuracy", "plot_confusion", "register",
 ]
 
@@ -243,15 +244,16 @@ def score(true: Sequence[str], predicted: Sequence[str | None], classes: Sequenc
     Returns
     -------
     dict
-        ``accuracy`` (%), ``n``, ``correct``, ``per_class`` (class -> {``n``, ``accuracy`` %, None if
-        n = 0}), ``confusion`` ({``true``: classes, ``predicted``: classes + ["other"], ``matrix``:
-        rows true, columns predicted}).
+        ``accuracy`` (%), ``accuracy_interval`` (its exact 95 % binomial (Clopper-Pearson) interval
+        in %: what the accuracy of the whole population the structures are drawn from may be), ``n``,
+        ``correct``, ``per_class`` (class -> {``n``, ``accuracy`` %, None if n = 0}), ``confusion``
+        ({``true``: classes, ``predicted``: classes + ["other"], ``matrix``: rows true, columns predicted}).
 
     Examples
     --------
     >>> s = score(["fcc", "fcc", "bcc"], ["fcc", None, "bcc"], classes=("bcc", "fcc"))
-    >>> s["accuracy"], s["confusion"]["matrix"]
-    (66.667, [[1, 0, 0], [0, 1, 1]])
+    >>> s["accuracy"], s["accuracy_interval"], s["confusion"]["matrix"]
+    (66.667, [9.42, 99.16], [[1, 0, 0], [0, 1, 1]])
     """
     if len(true) != len(predicted):
         raise ValueError(f"{len(true)} true labels but {len(predicted)} predictions")
@@ -268,6 +270,7 @@ def score(true: Sequence[str], predicted: Sequence[str | None], classes: Sequenc
     n = int(n_class.sum())
     return {
         "accuracy": round(100.0 * int(correct.sum()) / n, 3) if n else None,
+        "accuracy_interval": _accuracy_interval(int(correct.sum()), n),
         "n": n,
         "correct": int(correct.sum()),
         "per_class": {
@@ -276,6 +279,41 @@ def score(true: Sequence[str], predicted: Sequence[str | None], classes: Sequenc
         },
         "confusion": {"true": classes, "predicted": classes + ["other"], "matrix": matrix.tolist()},
     }
+
+
+def _accuracy_interval(correct: int, n: int) -> list[float] | None:
+    """Exact (Clopper-Pearson) 95 % interval of a proportion, in %, rounded outwards to 0.01; None for n = 0."""
+    if n == 0:
+        return None
+    from scipy.stats import binomtest  # imported here: scipy.stats takes ~1 s to import, and only scores need it
+
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="exact")
+    return [math.floor(10000 * ci.low) / 100, math.ceil(10000 * ci.high) / 100]
+
+
+def wrong_structures(labels: Sequence[str], predicted: dict, infos: Sequence[dict], most: int = 100) -> list[dict]:
+    """The structures a method labelled wrongly (or failed on), in index order, at most ``most``.
+
+    ``predicted`` maps the index of every scored structure to its predicted class (None: failed);
+    ``labels`` and ``infos`` are the true classes and key-value pairs of the whole test set.
+
+    Each entry: ``index`` in the test set, true ``label``, ``predicted`` (None for a failure), the
+    ``prototype``, ``cell_choice`` and free parameters it was drawn with (``c_over_a``, ``x``,
+    ``alpha_rh`` where the prototype has them).
+    """
+    out = []
+    for i in sorted(predicted):
+        p = predicted[i]
+        if p == labels[i]:
+            continue
+        info = infos[i]
+        entry = {"index": i, "label": labels[i], "predicted": p, "prototype": info["prototype"],
+                 "cell_choice": info["cell_choice"]}
+        entry.update({k: round(float(info[k]), 4) for k in ("c_over_a", "x", "alpha_rh") if k in info})
+        out.append(entry)
+        if len(out) == most:
+            break
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,11 +724,13 @@ def run_robustness(
                 failed = {**cluster_errors, **{i: e for i, e in errors[li].items() if not isinstance(i, tuple)}}
                 s["failures"] = len(failed)
                 s["failure_examples"] = sorted(set(failed.values()))[:3]
+                s["wrong"] = wrong_structures(labels, {i: predicted[li][m].get(i) for i in indices}, infos)
             elif m == PERIODIC:
                 s["ms_per_structure"] = _ms(seconds[li][m], len(subsample))
                 failed = {i: e for i, e in errors[li].items() if isinstance(i, tuple)}
                 s["failures"] = len(failed)
                 s["failure_examples"] = sorted(set(failed.values()))[:3]
+                s["wrong"] = wrong_structures(labels, {i: predicted[li][m].get(i) for i in indices}, infos)
             else:
                 s["ms_per_structure"] = _ms(seconds[li][m], len(subsample))
                 s["space_groups"] = {str(g): c for g, c in groups[li][m].most_common(6)}
@@ -808,6 +848,29 @@ def _fmt(value) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value not in (0, 100) else f"{value:g}"
 
 
+def _span(interval) -> str:
+    return "–" if not interval else f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
+def _wrong_summary(wrong: list[dict], count: int, listed: int = 5) -> str:
+    """The wrong structures of a level in a few words: each one when there are few, else the commonest mistakes."""
+    def name(w):
+        params = [f"c/a {w['c_over_a']:.3g}" if "c_over_a" in w else None, f"x {w['x']:.3g}" if "x" in w else None,
+                  f"α {w['alpha_rh']:.2f}°" if "alpha_rh" in w else None]
+        drawn = ", ".join(p for p in params if p)
+        return f"{w['prototype']}{f' ({drawn})' if drawn else ''}"
+
+    def arrow(w):
+        return w["predicted"] if w["predicted"] is not None else "failed"
+
+    if count <= listed and len(wrong) == count:
+        return "; ".join(f"{name(w)} → {arrow(w)}" for w in wrong)
+    kinds = Counter(f"{w['prototype']} → {arrow(w)}" for w in wrong)
+    shown = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(listed))
+    more = f" (of the first {len(wrong)})" if len(wrong) < count else ""
+    return shown + (", …" if len(kinds) > listed else "") + more
+
+
 def write_markdown(results: dict) -> str:
     """The Markdown report: one table per defect family (rows methods, then the paper's rows; columns levels)."""
     levels = results["levels"]
@@ -861,10 +924,28 @@ def write_markdown(results: dict) -> str:
         lines.append("")
     compared = [lv for lv in levels if lv.get("crystalface_meets_paper") is not None]
     if compared:
-        short = [f"{lv['label']} ({_fmt(lv['methods']['crystalface']['accuracy'])} < {_fmt(lv['paper'])})"
+        short = [f"{lv['label']} ({_fmt(lv['methods']['crystalface']['accuracy'])} < {_fmt(lv['paper'])}; "
+                 f"95 % interval {_span(lv['methods']['crystalface'].get('accuracy_interval'))})"
                  for lv in compared if not lv["crystalface_meets_paper"]]
         lines += [f"**crystalface against the paper**: at or above it at {len(compared) - len(short)} of "
                   f"{len(compared)} published levels" + (f"; below at {', '.join(short)}." if short else "."), ""]
+    explained = False
+    for m in (m for m in ("crystalface", PERIODIC) if m in methods):
+        wrong = [lv for lv in levels if lv["methods"][m]["correct"] < lv["methods"][m]["n"]]
+        if not wrong:
+            continue
+        lines += [f"## Where {m} is wrong", ""]
+        if not explained:
+            lines += ["The 95 % interval is the exact binomial (Clopper-Pearson) one: the accuracy of the population "
+                      "the test structures are drawn from lies in it with 95 % confidence.", ""]
+            explained = True
+        lines += ["| level | wrong | accuracy % (95 % interval) | structures (prototype, drawn parameters → predicted) |",
+                  "|---|---:|---|---|"]
+        for lv in wrong:
+            r = lv["methods"][m]
+            lines.append(f"| {lv['label']} | {r['n'] - r['correct']} of {r['n']} | {_fmt(r['accuracy'])} "
+                         f"({_span(r.get('accuracy_interval'))}) | {_wrong_summary(r.get('wrong', []), r['n'] - r['correct'])} |")
+        lines.append("")
     t = results["timings"]
     lines += ["## Time per structure (ms, one process, one thread)", "", "| method | ms |", "|---|---:|"]
     lines += [f"| {m} | {v:.1f} |" for m, v in t["methods_ms"].items()]
