@@ -20,7 +20,9 @@ why 0.5); the measurement then uses the constants
 On the measurement seed the script also reports the flagged fraction at every level of the
 robustness benchmark (Gaussian noise in Å, vacancies in %) and at Lindemann parameters 0.05-0.25
 (hot crystals) on a subset of the structures, at the threshold and at the scanned ones, and checks
-the structure-level domain test on the periodic inputs (pristine and 25 %-vacancy supercells).
+the structure-level domain test on the periodic inputs (pristine and 25 %-vacancy supercells), and
+the basis check (``confidence.basis_problem``) on the same subset as periodic supercells with
+defects made in them, through the whole pipeline (:func:`basis_rates`).
 Last, the crystals of no class (:data:`UNKNOWN_PROTOTYPES` from ../shared/data and A15) go through
 the whole pipeline; they should be flagged.
 
@@ -200,6 +202,50 @@ def level_rates(model, clusters: list[Atoms], labels: list[str], seed: int) -> d
     return out
 
 
+#: Defects (vacancy fraction, sigma in Å) made in the periodic ~256-atom supercells of the basis check.
+BASIS_LEVELS = ((0.0, 0.0), (0.0, 0.1), (0.0, 0.2), (0.0, 0.3), (0.25, 0.0), (0.5, 0.0), (0.7, 0.0), (0.8, 0.0),
+                (0.3, 0.08))
+
+
+def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) -> dict:
+    """The basis check (confidence.basis_problem) on periodic inputs of classes it knows, through the whole pipeline.
+
+    Each structure as a randomly rotated ~256-atom supercell with the defects of :data:`BASIS_LEVELS`
+    made in it (as a user's file holds them). Per level: how many labels the check takes the
+    confidence from, split into right labels (its cost) and wrong ones (its gain), and how many
+    structures had no site count (a lattice with more sites than any class has, or none).
+    """
+    from crystalface.examples import random_rotation
+    from crystalface.pipeline import compute_fingerprints
+
+    out = {}
+    for vac, sigma in BASIS_LEVELS:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xB5, int(vac * 100), int(sigma * 1000))))
+        inputs = []
+        for a in structures:
+            cell = random_rotation(supercell_near(a, 256), seed=rng)
+            if vac:
+                cell = vacancies(cell, vac, seed=rng)
+            if sigma:
+                cell = displace(cell, sigma, seed=rng)
+            inputs.append(cell)
+        images, errors, sites = compute_fingerprints(inputs, model.descriptor, workers=1, return_sites=True)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        proba, novelty = model.predict(images[ok])
+        predicted = [model.classes[int(np.argmax(p))] for p in proba]
+        right = np.array([predicted[k] == labels[i] for k, i in enumerate(ok)])
+        without, _ = confidence.assess(proba, images[ok], [inputs[i] for i in ok], model.descriptor.df2d, novelty)
+        checked = np.array([confidence.basis_problem(lab, sites[i]) is not None for lab, i in zip(predicted, ok)])
+        key = f"vacancies {100 * vac:g} %, sigma {sigma:g} A"
+        out[key] = {"n": len(ok), "right": int(right.sum()), "confident_without_check": int(without.sum()),
+                    "flagged_right": int((without & checked & right).sum()),
+                    "flagged_wrong": int((without & checked & ~right).sum()),
+                    "confident_wrong_left": int((without & ~checked & ~right).sum()),
+                    "sites_unknown_or_above_4": int(sum(sites[i] is None or sites[i] > 4 for i in ok))}
+        print(f"  basis check, {key}: {out[key]}", flush=True)
+    return out
+
+
 #: Elemental crystals of /work/shared/data/prototypes whose space group is none of SPEC's eight:
 #: no label is right for them, so they should come back not confident.
 UNKNOWN_PROTOTYPES = ("BuckledGraphHex", "basecorthAlphaGa", "basecorthAlphaU", "basecorthBlackP", "basecorthMolIod",
@@ -272,6 +318,7 @@ def main(argv=None) -> int:
             if n:
                 step = max(1, len(clusters) // n)
                 results[role]["levels"] = level_rates(model, clusters[::step][:n], labels[::step][:n], seed)
+                results[role]["basis_check"] = basis_rates(model, structures[::step][:n], labels[::step][:n], seed)
         print(f"{role} (seed {seed}): {time.perf_counter() - t:.0f} s", flush=True)
         for name, s in results[role]["groups"].items():
             print(f"  {name:16s} confident {s['confident_fraction']:.4f}  bragg q0.5/q99.5 "

@@ -665,9 +665,12 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     Returns
     -------
     ase.Atoms
-        Periodic structure in the standard frame; ``info["primitive"]`` tells which case applied, and
+        Periodic structure in the standard frame; ``info["primitive"]`` tells which case applied,
         ``info["occupancy"]`` is the fraction of the crystal's sites that hold an atom
-        (:func:`_occupancy`; 1 for a primitive result and where no finer lattice was found).
+        (:func:`_sites_and_occupancy`; 1 for a primitive result and where no finer lattice was found),
+        and ``info["sites"]`` the number of sites in one cell of the lattice found (the atoms of a
+        primitive result; the sites the atoms of a defective one gather on), absent where the atoms
+        show no clear basis.
 
     Examples
     --------
@@ -687,10 +690,13 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     if result is None:
         result = Atoms(numbers=atoms.numbers, positions=positions, cell=user_cell, pbc=True)
         result.info["primitive"] = False
-        result.info["occupancy"] = _occupancy(positions, standard, index, 2.0 * tol) if index > 1 else 1.0
+        sites, result.info["occupancy"] = _sites_and_occupancy(positions, standard, index, 2.0 * tol) if index > 1 else (None, 1.0)
+        if sites is not None:
+            result.info["sites"] = sites
     else:
         result.info["primitive"] = True
         result.info["occupancy"] = 1.0
+        result.info["sites"] = len(result)
     for key in ("source", "index"):
         if key in atoms.info:
             result.info[key] = atoms.info[key]
@@ -730,8 +736,8 @@ _MAX_SITES = 64
 _MIN_ON_SITES = 0.9
 
 
-def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> float:
-    """Fraction of the sites of a crystal that hold an atom: 1 - the vacancy fraction, at most 1.
+def _sites_and_occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> tuple[int | None, float]:
+    """Sites of the crystal's basis, and the fraction of its sites that hold an atom (1 - the vacancy fraction, at most 1).
 
     ``positions`` (Å) are folded into the primitive cell ``lattice`` (rows; the user's cell holds
     ``index`` of them) and grouped into sites: atoms within ``radius`` of a site's centre (min-image
@@ -739,7 +745,7 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     :data:`_MIN_SITE_SHARE` of the fullest site's atoms do not count. The crystal has
     ``sites x index`` sites, of which ``len(positions)`` hold an atom. When the counted sites hold
     fewer than :data:`_MIN_ON_SITES` of the atoms, or there are more than :data:`_MAX_SITES`, the
-    lattice does not describe the atoms well and 1 is returned (the ball of ``n_atoms`` atoms).
+    lattice does not describe the atoms well: ``(None, 1.0)`` (no basis; the ball of ``n_atoms`` atoms).
 
     Why it matters: a ~256-atom ball cut from a structure with half of its sites vacant is twice as
     big as the balls the network was trained on (and its fingerprint another picture); SPEC's
@@ -751,8 +757,8 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
     >>> from ase.build import bulk
     >>> atoms = bulk("Cu", "fcc", a=3.6).repeat(4)
     >>> del atoms[::2]
-    >>> float(_occupancy(atoms.positions, bulk("Cu", "fcc", a=3.6).cell[:], 64, 1.0))
-    0.5
+    >>> _sites_and_occupancy(atoms.positions, bulk("Cu", "fcc", a=3.6).cell[:], 64, 1.0)
+    (1, 0.5)
     """
     inverse = np.linalg.inv(lattice)
     frac = _wrap(positions @ inverse)
@@ -768,9 +774,10 @@ def _occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: f
         sizes.append(int(near.sum()))
         remaining = remaining[~near] if near.any() else remaining[1:]
     if len(sizes) > _MAX_SITES:
-        return 1.0
+        return None, 1.0
     sizes = np.array(sizes)
     counted = sizes >= _MIN_SITE_SHARE * sizes.max()
     if sizes[counted].sum() < _MIN_ON_SITES * len(positions):
-        return 1.0  # atoms far from every site: a lattice that is not the crystal's, or a liquid
-    return float(min(1.0, len(positions) / (int(counted.sum()) * index)))
+        return None, 1.0  # atoms far from every site: a lattice that is not the crystal's, or a liquid
+    sites = int(counted.sum())
+    return sites, float(min(1.0, len(positions) / (sites * index)))

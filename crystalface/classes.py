@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CLASSES", "SPACE_GROUP_CLASS", "class_of_space_group"]
+__all__ = ["BASIS_SITES", "CLASSES", "SPACE_GROUP_CLASS", "class_of_space_group"]
 
 #: Class names, in the order of the network's outputs.
 CLASSES: tuple[str, ...] = ("bcc", "bct139", "bct141", "diam", "fcc", "hex/rh", "sc")
@@ -17,6 +17,21 @@ SPACE_GROUP_CLASS: dict[int, str] = {
     225: "fcc",
     227: "diam",
     229: "bcc",
+}
+
+#: Class -> the numbers of atoms an elemental crystal of that class has in its primitive cell.
+#: fcc, bcc, sc (1a / 4a / 2a sites) and bct139 (2a of I4/mmm) have one; diamond (8a of Fd-3m) and
+#: beta-Sn (4a of I4_1/amd) two. hex/rh holds the one- to four-site structures of P6_3/mmc and R-3m
+#: (alpha-Hg / beta-Po 1, hcp and alpha-As 2, alpha-Sm 3, dhcp, lonsdaleite and graphite 4); its
+#: rare bigger ones (alpha-B, 12) are never contradicted, since no class is checked above 4 sites.
+BASIS_SITES: dict[str, tuple[int, ...]] = {
+    "bcc": (1,),
+    "bct139": (1,),
+    "bct141": (2,),
+    "diam": (2,),
+    "fcc": (1,),
+    "hex/rh": (1, 2, 3, 4),
+    "sc": (1,),
 }
 
 

@@ -106,11 +106,13 @@ def classify(
     single = isinstance(atoms, Atoms)
     structures = [atoms] if single else list(atoms)
     model = model or load_model()
-    images, errors = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress)
+    images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
+                                                 return_sites=True)
     ok = [i for i, e in enumerate(errors) if e is None]
     proba, novelty = model.predict(images[ok]) if ok else (np.zeros((0, len(model.classes))), None)
-    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty)
     classes = model.classes
+    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
+                               labels=[classes[int(np.argmax(p))] for p in proba], sites=[sites[i] for i in ok])
     results: list[Prediction] = []
     row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok)))
     for a, err in zip(structures, errors):

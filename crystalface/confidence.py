@@ -16,6 +16,13 @@ The score therefore multiplies the network's probability by two things the netwo
   elemental solids: a structure with several elements, or with empty regions wider than twice the
   nearest-neighbour distance (a slab, a molecule or a few atoms in a box), is outside it whatever
   its fingerprint looks like (:func:`domain_problem`).
+* **Basis of the lattice found** (model-independent, from the standard cell). Every class has one
+  or two atoms in its primitive cell (hex/rh one to four, :data:`crystalface.classes.BASIS_SITES`);
+  the standard cell (SPEC step 2) finds the crystal's translations and the sites its atoms sit on.
+  A label whose class cannot have that many sites (hexagonal diamond, four sites, called ``diam``;
+  molecular iodine, four, called ``bct141``) contradicts the structure (:func:`basis_problem`).
+  Only counts up to four are judged: more sites mean a crystal of no class or a lattice found
+  coarser than the crystal's (most sites vacant), and a wrong count there would flag right labels.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -24,7 +31,8 @@ The score therefore multiplies the network's probability by two things the netwo
   distance in units of the farthest training crystal; above :data:`NOVELTY_LIMIT` the prediction
   is not confident.
 
-    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [novelty <= NOVELTY_LIMIT],
+    score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [basis fits the label]
+            x [novelty <= NOVELTY_LIMIT],
     confident = score >= THRESHOLD
 
 The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
@@ -43,10 +51,12 @@ import numpy as np
 from ase import Atoms
 
 from .cell import _minkowski_reduced, _neighbour_distances, _padded_tree
+from .classes import BASIS_SITES
 from .fingerprint import DF2D
 
 __all__ = [
-    "THRESHOLD", "NOVELTY_LIMIT", "bragg_fraction", "crystallinity", "domain_problem", "score", "vacuum_fraction", "assess",
+    "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem", "score",
+    "vacuum_fraction", "assess",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
@@ -139,6 +149,9 @@ def score(
         Descriptor parameters the fingerprints were made with.
     novelty : numpy.ndarray, optional
         (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
+    labels, sites : sequence, optional
+        The B predicted class names and the sites per primitive cell of each structure's standard
+        cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
 
     Returns
     -------
@@ -243,17 +256,39 @@ def domain_problem(atoms: Atoms) -> str | None:
     return None
 
 
+def basis_problem(label: str, sites: int | None) -> str | None:
+    """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
+
+    Judged only for 1-4 sites and the classes of :data:`crystalface.classes.BASIS_SITES` (see the
+    module docstring); None (unknown) is never a problem.
+
+    Examples
+    --------
+    >>> basis_problem("diam", 2) is None, basis_problem("hex/rh", 4) is None, basis_problem("fcc", 8) is None
+    (True, True, True)
+    >>> basis_problem("diam", 4)
+    'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
+    """
+    allowed = BASIS_SITES.get(label)
+    if sites is None or allowed is None or not 1 <= sites <= max(max(a) for a in BASIS_SITES.values()) or sites in allowed:
+        return None
+    return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"
+
+
 def assess(
     probabilities: np.ndarray,
     images: np.ndarray,
     structures: Sequence[Atoms],
     params: DF2D = DF2D(),
     novelty: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    sites: Sequence[int | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
     ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`] x
-    [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` = ``score >= THRESHOLD``.
+    [no :func:`basis_problem`] x [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` =
+    ``score >= THRESHOLD``.
 
     Parameters
     ----------
@@ -279,5 +314,7 @@ def assess(
     """
     values = score(probabilities, images, params, novelty)
     outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
+    if labels is not None and sites is not None:
+        outside |= np.array([basis_problem(label, n) is not None for label, n in zip(labels, sites)], dtype=bool)
     values = np.where(outside, 0.0, values)
     return values >= THRESHOLD, values

@@ -90,7 +90,7 @@ class Descriptor:
         return self.fingerprints([self.cluster(atoms)])[0]
 
 
-def _chunk_worker(args) -> tuple[np.ndarray, list[str | None]]:
+def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[int | None]]:
     descriptor, structures, transform, augment = args
     import torch
 
@@ -98,11 +98,14 @@ def _chunk_worker(args) -> tuple[np.ndarray, list[str | None]]:
     return _fingerprint_chunk(descriptor, structures, transform, augment)
 
 
-def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None]]:
-    scaled, errors = [], []
+def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None], list[int | None]]:
+    """Images, errors and the sites per primitive cell of each standard cell (None: failed or unknown)."""
+    scaled, errors, sites = [], [], []
     for atoms in structures:
+        sites.append(None)
         try:
             c = descriptor.cluster(atoms)
+            sites[-1] = c.info.get("sites")
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
@@ -116,7 +119,7 @@ def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple
     out = np.zeros((len(structures), 3, n, n), np.float32)
     ok = [i for i, e in enumerate(errors) if e is None]
     out[ok] = images
-    return out, errors
+    return out, errors, sites
 
 
 def compute_fingerprints(
@@ -128,7 +131,8 @@ def compute_fingerprints(
     chunk_size: int = 64,
     progress: bool = False,
     desc: str = "fingerprints",
-) -> tuple[np.ndarray, list[str | None]]:
+    return_sites: bool = False,
+) -> tuple[np.ndarray, list[str | None]] | tuple[np.ndarray, list[str | None], list[int | None]]:
     """Fingerprints of many periodic structures, in parallel, one failure never stopping the rest.
 
     Parameters
@@ -145,11 +149,15 @@ def compute_fingerprints(
         Processes; default the number of CPUs. 1 computes in this process.
     progress : bool
         Show a progress bar.
+    return_sites : bool
+        Also return, per structure, the sites per primitive cell of its standard cell
+        (``info["sites"]`` of :func:`crystalface.cell.standard_cell`; None where unknown or failed).
 
     Returns
     -------
-    (numpy.ndarray, list)
-        Images (B, 3, n, n) — zeros where a structure failed — and per structure None or a one-line error.
+    (numpy.ndarray, list) or (numpy.ndarray, list, list)
+        Images (B, 3, n, n) — zeros where a structure failed — and per structure None or a one-line
+        error; with ``return_sites`` the sites as a third element.
 
     Examples
     --------
@@ -162,21 +170,23 @@ def compute_fingerprints(
     workers = workers or os.cpu_count() or 1
     chunks = [structures[i : i + chunk_size] for i in range(0, len(structures), chunk_size)]
     bar = tqdm(total=len(structures), desc=desc, unit="structure", disable=not progress, leave=False)
-    images, errors = [], []
+    images, errors, sites = [], [], []
     if workers == 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            im, err = _fingerprint_chunk(descriptor, chunk, transform, augment)
+        results = (_fingerprint_chunk(descriptor, chunk, transform, augment) for chunk in chunks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_chunk_worker, [(descriptor, c, transform, augment) for c in chunks])
+    try:
+        for (im, err, n_sites), chunk in zip(results, chunks):
             images.append(im)
             errors += err
+            sites += n_sites
             bar.update(len(chunk))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for (im, err), chunk in zip(
-                pool.map(_chunk_worker, [(descriptor, c, transform, augment) for c in chunks]), chunks
-            ):
-                images.append(im)
-                errors += err
-                bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     bar.close()
     n = descriptor.df2d.n_pixels
-    return (np.concatenate(images) if images else np.zeros((0, 3, n, n), np.float32)), errors
+    images = np.concatenate(images) if images else np.zeros((0, 3, n, n), np.float32)
+    return (images, errors, sites) if return_sites else (images, errors)

@@ -184,6 +184,7 @@ def test_sparse_crystal_keeps_its_lattice_and_reports_its_occupancy(prototypes, 
     cell = standard_cell(atoms)
     assert cell.info["primitive"] is False and len(cell) == len(atoms)
     assert cell.info["occupancy"] == pytest.approx(len(atoms) / (len(primitive) * 343))
+    assert cell.info["sites"] == len(primitive)  # the atoms gather on the sites of the basis
 
 
 @pytest.mark.parametrize("label", ["fcc", "bcc", "diam", "hex/rh", "bct139", "bct141"])
@@ -200,6 +201,25 @@ def test_occupancy_is_one_without_vacancies(prototypes, label):
     noisy = rotated(displace(conventional(label, prototypes[label]).repeat(3), sigma=0.1, seed=2), 6)
     assert standard_cell(noisy).info["occupancy"] == 1.0
     assert standard_cell(prototypes[label]).info["occupancy"] == 1.0
+    # the sites of the basis, whether the atoms repeat exactly (folded) or not (noise kept)
+    assert standard_cell(noisy).info["sites"] == standard_cell(prototypes[label]).info["sites"] == len(prototypes[label])
+
+
+def test_sites_of_the_basis_are_counted_without_a_symmetry_finder():
+    """Hexagonal diamond has four atoms in its primitive cell, cubic diamond two: the count is what
+    the confidence step holds a ``diam`` label against (crystalface.confidence.basis_problem)."""
+    lonsdaleite = Atoms("C4", cell=[[1.254, -2.172, 0], [1.254, 2.172, 0], [0, 0, 4.183]], pbc=True,
+                        scaled_positions=[[1 / 3, 2 / 3, 0.06], [2 / 3, 1 / 3, 0.56], [2 / 3, 1 / 3, -0.06], [1 / 3, 2 / 3, 0.44]])
+    assert standard_cell(lonsdaleite).info["sites"] == 4
+    assert standard_cell(rotated(lonsdaleite.repeat((4, 4, 2)), 3)).info["sites"] == 4
+    defective = rotated(displace(vacancies(lonsdaleite.repeat((4, 4, 2)), 0.25, seed=1), 0.03, seed=1), 3)
+    assert standard_cell(defective).info["sites"] == 4
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    assert standard_cell(si).info["sites"] == 2
+    # a gas has no lattice finer than its cell: the cell is its own basis, more sites than any class has
+    gas = Atoms("Cu64", positions=np.random.default_rng(0).random((64, 3)) * 12.0, cell=[12.0] * 3, pbc=True)
+    cell = standard_cell(gas)
+    assert cell.info["primitive"] is True and cell.info["sites"] == 64
 
 
 HOT = {  # ~250-atom supercells and the volume of their primitive cell (Å^3)

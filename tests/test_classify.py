@@ -142,3 +142,24 @@ def test_crystals_of_no_class_are_not_confident(model, data_dir):
     assert all(p.novelty > NOVELTY_LIMIT and not p.confident and p.score == 0 for p in unknown), unknown
     known = classify(CRYSTALS["Cu"].primitive(), model=model)
     assert known.confident and known.novelty < 1
+
+
+@pytest.mark.parametrize("name", ["HexDiam_C_A_hP4_194_f", "basecorthMolIod_I_A_oC8_64_f", "stetBetaNp_Np_A_tP4_129_ac"])
+def test_a_label_the_basis_contradicts_is_not_confident(model, data_dir, name):
+    """Hexagonal diamond (4 sites, called diam), molecular iodine (4, called bct141) and beta-Np (4, called
+    bct139) come out of the network with a high probability and low novelty; the lattice the standard cell
+    finds has more sites per primitive cell than the label's class can have (docs/reliability.md)."""
+    from conftest import read_aims
+
+    from crystalface.classes import BASIS_SITES
+
+    atoms = read_aims(data_dir / "prototypes" / f"{name}.in")
+    for structure in (atoms, random_rotation(supercell_near(atoms), seed=1)):
+        p = classify(structure, model=model)
+        assert 4 not in BASIS_SITES[p.label] and p.probabilities[p.label] > 0.5, p
+        assert not p.confident and p.score == 0, p
+    # real crystals of every class keep their confidence, with the basis of their class
+    for crystal in CRYSTALS.values():
+        for structure in (crystal.primitive(), random_rotation(supercell_near(crystal.conventional()), seed=2)):
+            p = classify(structure, model=model)
+            assert p.label == crystal.label and p.confident, (crystal.name, p)

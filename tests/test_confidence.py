@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, fcc111
 
-from crystalface.confidence import TOP_PIXELS, bragg_fraction, domain_problem, vacuum_fraction
+from crystalface.confidence import TOP_PIXELS, assess, basis_problem, bragg_fraction, domain_problem, vacuum_fraction
 from crystalface.fingerprint import DF2D
 
 
@@ -90,3 +90,25 @@ def test_vacuum_fraction_is_the_full_periodic_search(monkeypatch, padding):
     values = [vacuum_fraction(a) for a in structures]
     assert values[0] == 0.0 and all(v > 0.01 for v in values[1:])
     assert values == [_vacuum_by_brute_force(a) for a in structures]
+
+
+def test_basis_problem_judges_only_counts_a_class_could_have():
+    assert basis_problem("diam", 2) is None and basis_problem("bct141", 2) is None
+    assert basis_problem("fcc", 1) is None and all(basis_problem("hex/rh", n) is None for n in (1, 2, 3, 4))
+    assert basis_problem("diam", 4) == "the lattice found has 4 sites per primitive cell; a diam crystal has 2"
+    assert basis_problem("bcc", 2) is not None and basis_problem("diam", 1) is not None
+    # unknown, more sites than any class has (a coarser lattice, or no class), or a class of another model
+    assert basis_problem("fcc", None) is None and basis_problem("fcc", 8) is None and basis_problem("A15", 2) is None
+
+
+def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
+    from crystalface import Descriptor
+
+    cu = bulk("Cu", "fcc", a=3.6)
+    image = Descriptor()(cu)[None]
+    proba = np.array([[0.02, 0.98]])
+    assert assess(proba, image, [cu])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[1])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[None])[1][0] > 0.9
+    confident, value = assess(proba, image, [cu], labels=["fcc"], sites=[2])
+    assert not confident[0] and value[0] == 0
