@@ -149,9 +149,6 @@ def score(
         Descriptor parameters the fingerprints were made with.
     novelty : numpy.ndarray, optional
         (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
-    labels, sites : sequence, optional
-        The B predicted class names and the sites per primitive cell of each structure's standard
-        cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
 
     Returns
     -------
@@ -302,6 +299,9 @@ def assess(
         Descriptor parameters of the fingerprints.
     novelty : numpy.ndarray, optional
         (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
+    labels, sites : sequence, optional
+        The B predicted class names and the sites per primitive cell of each structure's standard
+        cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
 
     Examples
     --------
