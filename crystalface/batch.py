@@ -49,8 +49,8 @@ NET_BATCH = BATCH
 #: Failures a :class:`BatchSummary` keeps to show (all of them are in the output).
 MAX_LISTED = 20
 #: Key-value pairs written onto ASE database rows (ASE key rules: letters, digits and "_").
-CLASS_KEY, CONFIDENT_KEY, SCORE_KEY, ERROR_KEY = (
-    "crystalface_class", "crystalface_confident", "crystalface_score", "crystalface_error")
+CLASS_KEY, CONFIDENT_KEY, SCORE_KEY, REASON_KEY, ERROR_KEY = (
+    "crystalface_class", "crystalface_confident", "crystalface_score", "crystalface_reason", "crystalface_error")
 #: ``atoms.info`` key holding the ASE database row id of a structure read by this module.
 ROW_ID = "crystalface_row_id"
 
@@ -486,10 +486,13 @@ class _DatabaseWriter:
             with ase.db.connect(source, type="db", use_lock_file=False) as db:
                 for p, row_id in rows:
                     if p.error is not None:
-                        db.update(row_id, delete_keys=[CLASS_KEY, CONFIDENT_KEY, SCORE_KEY], **{ERROR_KEY: p.error})
+                        db.update(row_id, delete_keys=[CLASS_KEY, CONFIDENT_KEY, SCORE_KEY, REASON_KEY], **{ERROR_KEY: p.error})
                     else:
-                        db.update(row_id, delete_keys=[ERROR_KEY], **{
-                            CLASS_KEY: p.label, CONFIDENT_KEY: bool(p.confident), SCORE_KEY: round(float(p.score), 6)})
+                        # a key-value pair cannot be None: the reason is there only when not confident
+                        reason = {REASON_KEY: p.reason} if p.reason is not None else {}
+                        db.update(row_id, delete_keys=[ERROR_KEY] + ([] if reason else [REASON_KEY]), **{
+                            CLASS_KEY: p.label, CONFIDENT_KEY: bool(p.confident), SCORE_KEY: round(float(p.score), 6),
+                            **reason})
 
     def close(self) -> None:
         pass

@@ -10,7 +10,7 @@ import numpy as np
 from ase import Atoms
 
 from .cell import StructureError
-from .confidence import assess
+from .confidence import assess_with_reasons
 from .model import Model, load_model
 from .pipeline import compute_fingerprints
 
@@ -42,6 +42,10 @@ class Prediction:
         training crystal (:meth:`crystalface.model.Model.novelty`); above 1 the fingerprint lies farther
         than any training crystal, above ``crystalface.confidence.NOVELTY_LIMIT`` (2) the structure is of a
         kind the model never saw. None when failed or when the model has no novelty statistics.
+    reason : str or None
+        Why the prediction is not confident, in one line (several elements, vacuum, a basis the
+        class cannot have, novelty, weak Bragg peaks or a hesitating network:
+        :func:`crystalface.confidence.assess_with_reasons`); None when it is confident or failed.
     """
 
     label: str | None
@@ -52,6 +56,7 @@ class Prediction:
     confident: bool | None = None
     score: float | None = None
     novelty: float | None = None
+    reason: str | None = None
 
     @property
     def probability(self) -> float:
@@ -59,7 +64,7 @@ class Prediction:
         return self.probabilities.get(self.label, 0.0) if self.label else 0.0
 
     def to_dict(self) -> dict:
-        """JSON-ready record: source, index, then label, confident, score, novelty and probabilities, or error."""
+        """JSON-ready record: source, index, then label, confident, score, reason, novelty and probabilities, or error."""
         out = {"source": self.source, "index": self.index}
         if self.error is not None:
             out["error"] = self.error
@@ -67,6 +72,7 @@ class Prediction:
             out["label"] = self.label
             out["confident"] = self.confident
             out["score"] = None if self.score is None else round(float(self.score), 6)
+            out["reason"] = self.reason
             out["novelty"] = None if self.novelty is None else round(float(self.novelty), 6)
             out["probabilities"] = {k: round(float(v), 6) for k, v in self.probabilities.items()}
         return out
@@ -111,16 +117,17 @@ def classify(
     ok = [i for i, e in enumerate(errors) if e is None]
     proba, novelty = model.predict(images[ok]) if ok else (np.zeros((0, len(model.classes))), None)
     classes = model.classes
-    confident, scores = assess(proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
-                               labels=[classes[int(np.argmax(p))] for p in proba], sites=[sites[i] for i in ok])
+    confident, scores, reasons = assess_with_reasons(
+        proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
+        labels=[classes[int(np.argmax(p))] for p in proba], sites=[sites[i] for i in ok])
     results: list[Prediction] = []
-    row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok)))
+    row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok), reasons))
     for a, err in zip(structures, errors):
         source, index = a.info.get("source"), a.info.get("index")
         if err is not None:
             results.append(Prediction(label=None, source=source, index=index, error=err))
             continue
-        p, sure, value, distance = next(row)
+        p, sure, value, distance, why = next(row)
         results.append(
             Prediction(
                 label=classes[int(np.argmax(p))],
@@ -130,6 +137,7 @@ def classify(
                 confident=bool(sure),
                 score=float(value),
                 novelty=None if distance is None else float(distance),
+                reason=why,
             )
         )
     if single:

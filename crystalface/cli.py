@@ -57,7 +57,7 @@ def cmd_classify(args) -> int:
             else:
                 ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
                 runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
-                score = f"{p.score:.3f}" + ("" if p.confident else " not confident")
+                score = f"{p.score:.3f}" + ("" if p.confident else " not confident") + (f": {p.reason}" if p.reason else "")
                 _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner, score), widths)
 
     try:
@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("-o", "--output", help="write the records to this file as they are done: .jsonl or .csv "
                    "(progress bar on stderr); docs/scale.md")
-    p.add_argument("--output-db", action="store_true", help="write crystalface_class, crystalface_confident and "
-                   "crystalface_score onto the rows of the input ASE databases")
+    p.add_argument("--output-db", action="store_true", help="write crystalface_class, crystalface_confident, "
+                   "crystalface_score (and crystalface_reason when not confident) onto the rows of the input ASE databases")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output: skip the structures "
                    "already in it (with --output-db only: the rows already labelled)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")

@@ -56,7 +56,7 @@ from .fingerprint import DF2D
 
 __all__ = [
     "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem", "score",
-    "vacuum_fraction", "assess",
+    "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
@@ -312,9 +312,71 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
+    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites)
+    return confident, values
+
+
+def assess_with_reasons(
+    probabilities: np.ndarray,
+    images: np.ndarray,
+    structures: Sequence[Atoms],
+    params: DF2D = DF2D(),
+    novelty: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    sites: Sequence[int | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
+
+    The reason is the first that applies of: a :func:`domain_problem` (several elements, vacuum), a
+    :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT`, and otherwise the smaller of the
+    two factors of the score: weak Bragg peaks (crystallinity) or a hesitating network (P(label)).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from crystalface import Descriptor
+    >>> nacl = bulk("NaCl", "rocksalt", a=5.64)
+    >>> assess_with_reasons(np.array([[0.01, 0.99]]), Descriptor()(nacl)[None], [nacl])[2]
+    ['more than one element (Cl, Na): the model knows elemental solids']
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     values = score(probabilities, images, params, novelty)
-    outside = np.array([domain_problem(a) is not None for a in structures], dtype=bool)
+    problems = [domain_problem(a) for a in structures]
     if labels is not None and sites is not None:
-        outside |= np.array([basis_problem(label, n) is not None for label, n in zip(labels, sites)], dtype=bool)
-    values = np.where(outside, 0.0, values)
-    return values >= THRESHOLD, values
+        problems = [p or basis_problem(label, n) for p, label, n in zip(problems, labels, sites)]
+    values = np.where([p is not None for p in problems], 0.0, values)
+    confident = values >= THRESHOLD
+    reasons = doubts(probabilities, images, params, novelty, labels, problems, confident)
+    return confident, values, reasons
+
+
+def doubts(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(), novelty: np.ndarray | None = None,
+           labels: Sequence[str] | None = None, problems: Sequence[str | None] | None = None,
+           confident: np.ndarray | None = None) -> list[str | None]:
+    """The reason of :func:`assess_with_reasons` for each prediction that is not ``confident`` (None for the others).
+
+    ``problems`` are the structure-level reasons already found (domain, basis; None where there is
+    none, and for finite clusters, :mod:`crystalface.local`); ``confident`` defaults to
+    ``score(...) >= THRESHOLD`` where there is no problem.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    problems = list(problems) if problems is not None else [None] * len(probabilities)
+    if confident is None:
+        confident = (score(probabilities, images, params, novelty) >= THRESHOLD) & np.array([p is None for p in problems])
+    # the crystallinity again (score() had it), only where a reason has to be given: the common batch is all confident
+    crystal = crystallinity(bragg_fraction(images, params)) if not np.all(confident) else np.ones(len(confident))
+    reasons: list[str | None] = []
+    for i, sure in enumerate(confident):
+        p = float(probabilities[i].max())
+        if sure:
+            reasons.append(None)
+        elif problems[i] is not None:
+            reasons.append(problems[i])
+        elif novelty is not None and novelty[i] > NOVELTY_LIMIT:
+            reasons.append(f"novelty {novelty[i]:.2f} above {NOVELTY_LIMIT:g}: unlike every crystal the model was trained on")
+        elif crystal[i] < p:
+            reasons.append(f"weak Bragg peaks (crystallinity {crystal[i]:.2f}): amorphous, molten or strongly disordered")
+        else:
+            name = f"P({labels[i]})" if labels is not None else "P(label)"
+            reasons.append(f"the network hesitates: {name} = {p:.2f}")
+    return reasons

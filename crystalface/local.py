@@ -33,7 +33,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from .cell import StructureError, _accepted, _candidate_translations, _shortest_basis, standard_orientation
 from .classify import Prediction
 from .confidence import score as confidence_score
-from .confidence import THRESHOLD
+from .confidence import THRESHOLD, doubts
 from .model import Model, load_model
 from .scaling import scale
 
@@ -310,17 +310,19 @@ def _predictions(model: Model, scaled: list[Atoms], errors: list[str | None], cl
     images = fingerprint(scaled, model.descriptor.df2d) if scaled else np.zeros((0, 3, 1, 1))
     proba = model.predict_proba(images) if scaled else np.zeros((0, len(model.classes)))
     values = confidence_score(proba, images, model.descriptor.df2d) if scaled else np.zeros(0)
-    rows = iter(zip(proba, values))
+    labels = [model.classes[int(np.argmax(p))] for p in proba]
+    reasons = doubts(proba, images, model.descriptor.df2d, labels=labels, confident=values >= THRESHOLD) if scaled else []
+    rows = iter(zip(proba, values, reasons))
     out = []
     for atoms, err in zip(clusters, errors):
         source, index = atoms.info.get("source"), atoms.info.get("index")
         if err is not None:
             out.append(Prediction(label=None, source=source, index=index, error=err, confident=False, score=0.0))
             continue
-        p, value = next(rows)
+        p, value, why = next(rows)
         out.append(Prediction(
             label=model.classes[int(np.argmax(p))], probabilities={c: float(v) for c, v in zip(model.classes, p)},
-            source=source, index=index, confident=bool(value >= THRESHOLD), score=float(value),
+            source=source, index=index, confident=bool(value >= THRESHOLD), score=float(value), reason=why,
         ))
     return out
 

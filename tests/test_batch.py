@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.io import write
 
 import crystalface.batch as batch
-from crystalface.batch import CLASS_KEY, CONFIDENT_KEY, ERROR_KEY, SCORE_KEY, classify_files, classify_stream
+from crystalface.batch import CLASS_KEY, CONFIDENT_KEY, ERROR_KEY, REASON_KEY, SCORE_KEY, classify_files, classify_stream
 from crystalface.cli import main
 from crystalface.examples import REAL_CRYSTALS, random_rotation
 from crystalface.io import read_structures
@@ -184,6 +184,19 @@ def test_database_is_read_by_position_and_rows_get_key_value_pairs(database, tmp
     summary = classify_files([database], write_db=True, resume=True, model=model, workers=1)
     assert (summary.skipped, summary.classified) == (5, 2)
     assert ase.db.connect(database).get(id=8).key_value_pairs[CLASS_KEY] == records[-1]["label"]
+
+
+def test_database_rows_get_the_reason_of_a_label_that_is_not_confident(tmp_path, model):
+    from ase.build import bulk
+
+    path = tmp_path / "two.db"
+    with ase.db.connect(path) as db:
+        db.write(bulk("Cu", "fcc", a=3.6), **{REASON_KEY: "stale, from an earlier run"})
+        db.write(bulk("NaCl", "rocksalt", a=5.64))
+    classify_files([path], write_db=True, model=model, workers=1)
+    cu, nacl = (row.key_value_pairs for row in ase.db.connect(path).select(sort="id"))
+    assert cu[CONFIDENT_KEY] is True and REASON_KEY not in cu  # a confident label has no reason, and an old one goes
+    assert nacl[CONFIDENT_KEY] is False and nacl[REASON_KEY].startswith("more than one element (Cl, Na)")
 
 
 def test_cli_output_progress_and_resume(xyz, tmp_path, capsys):

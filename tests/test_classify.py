@@ -92,8 +92,8 @@ def test_single_structure_gives_a_prediction_with_every_class(model):
     assert list(p.probabilities) == list(model.classes)
     assert np.isclose(sum(p.probabilities.values()), 1.0, atol=1e-5)
     record = p.to_dict()
-    assert set(record) == {"source", "index", "label", "confident", "score", "novelty", "probabilities"}
-    assert record["confident"] is True and 0.5 <= record["score"] <= 1
+    assert set(record) == {"source", "index", "label", "confident", "score", "reason", "novelty", "probabilities"}
+    assert record["confident"] is True and 0.5 <= record["score"] <= 1 and record["reason"] is None
 
 
 def test_a_failing_structure_does_not_stop_the_batch(model):
@@ -163,3 +163,22 @@ def test_a_label_the_basis_contradicts_is_not_confident(model, data_dir, name):
         for structure in (crystal.primitive(), random_rotation(supercell_near(crystal.conventional()), seed=2)):
             p = classify(structure, model=model)
             assert p.label == crystal.label and p.confident, (crystal.name, p)
+
+
+def test_every_prediction_that_is_not_confident_says_why(model, data_dir):
+    from ase.build import bulk, fcc111
+    from conftest import read_aims
+
+    cases = {
+        "more than one element (Cl, Na)": bulk("NaCl", "rocksalt", a=5.64),
+        "of the cell is vacuum": fcc111("Cu", (2, 2, 4), vacuum=10.0, periodic=True),
+        "4 sites per primitive cell; a diam crystal has 2": read_aims(data_dir / "prototypes" / "HexDiam_C_A_hP4_194_f.in"),
+        "novelty": read_aims(data_dir / "prototypes" / "shex_Sn_A_hP1_191_a.in"),
+        "weak Bragg peaks": displace(supercell_near(CRYSTALS["Cu"].conventional()), 0.8, seed=1),
+    }
+    predictions = classify(list(cases.values()), model=model)
+    for expected, p in zip(cases, predictions):
+        assert not p.confident and expected in p.reason, (expected, p.reason)
+        assert p.to_dict()["reason"] == p.reason
+    confident = classify(CRYSTALS["Fe"].primitive(), model=model)
+    assert confident.confident and confident.reason is None

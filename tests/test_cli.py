@@ -34,7 +34,7 @@ def test_classify_json_lines(files, capsys):
         (str(files["xyz"]), 0, "fcc"), (str(files["xyz"]), 1, "bcc"), (str(files["xyz"]), 2, "diam"),
         (str(files["cif"]), 0, "bct141"),
     ]
-    assert all(set(r) == {"source", "index", "label", "confident", "score", "novelty", "probabilities"} for r in lines)
+    assert all(set(r) == {"source", "index", "label", "confident", "score", "reason", "novelty", "probabilities"} for r in lines)
     assert all(r["confident"] is True for r in lines)
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in lines)
 

@@ -112,3 +112,18 @@ def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     assert assess(proba, image, [cu], labels=["fcc"], sites=[None])[1][0] > 0.9
     confident, value = assess(proba, image, [cu], labels=["fcc"], sites=[2])
     assert not confident[0] and value[0] == 0
+
+
+def test_doubts_name_the_factor_that_sank_the_score():
+    from crystalface import Descriptor
+    from crystalface.confidence import doubts
+
+    cu = Descriptor()(bulk("Cu", "fcc", a=3.6))
+    images = np.stack([cu, cu, np.zeros_like(cu) + np.random.default_rng(0).random(cu.shape).astype(np.float32)])
+    proba = np.array([[0.40, 0.35, 0.25], [0.98, 0.01, 0.01], [0.98, 0.01, 0.01]])
+    reasons = doubts(proba, images, labels=["fcc", "fcc", "fcc"], problems=[None, "a structure-level reason", None])
+    assert reasons[0] == "the network hesitates: P(fcc) = 0.40"
+    assert reasons[1] == "a structure-level reason"
+    assert reasons[2].startswith("weak Bragg peaks (crystallinity 0.00)")  # speckle, no Bragg spots
+    assert doubts(proba[1:2], images[1:2]) == [None]  # crystalline and sure: confident, no reason
+    assert doubts(proba[1:2], images[1:2], novelty=np.array([2.5]))[0].startswith("novelty 2.50 above 2")

@@ -153,6 +153,7 @@ def test_wrong_structures_are_listed_with_how_they_were_drawn():
     assert len(wrong_structures(labels, {0: "fcc", 1: "sc", 2: "sc", 4: None}, infos, most=2)) == 2
     assert _wrong_summary(wrong, 3) == "hR1 (α 89.18°) → sc; alpha_As (c/a 2.52, x 0.234) → sc; diamond → failed"
     assert _wrong_summary(wrong + wrong, 6) == "hR1 → sc ×2, alpha_As → sc ×2, diamond → failed ×2"
+    assert _wrong_summary(wrong[2:] * 4, 4) == "diamond → failed ×4"  # the same structure kind, once
     assert _wrong_summary(wrong, 250) == "hR1 → sc ×1, alpha_As → sc ×1, diamond → failed ×1 (of the first 3)"
 
 

@@ -864,7 +864,8 @@ def _wrong_summary(wrong: list[dict], count: int, listed: int = 5) -> str:
         return w["predicted"] if w["predicted"] is not None else "failed"
 
     if count <= listed and len(wrong) == count:
-        return "; ".join(f"{name(w)} → {arrow(w)}" for w in wrong)
+        each = Counter(f"{name(w)} → {arrow(w)}" for w in wrong)  # in order of first appearance
+        return "; ".join(k + (f" ×{n}" if n > 1 else "") for k, n in each.items())
     kinds = Counter(f"{w['prototype']} → {arrow(w)}" for w in wrong)
     shown = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(listed))
     more = f" (of the first {len(wrong)})" if len(wrong) < count else ""
@@ -888,9 +889,10 @@ def write_markdown(results: dict) -> str:
         "Accuracy (%) in naming the parent class of defective structures. "
         + (f"crystalface: {n_cf} structures per level ({results['per_class']} per class), defects on the cluster; "
            if "crystalface" in methods else "")
-        + f"{'spglib / moyopy' if any(m in BASELINES for m in methods) else PERIODIC}: the first "
-        f"{results['baseline_per_class']} of each class ({n_bl} per level), as periodic ~256-atom supercells "
-        "with the same kind of defects. Test seed "
+        + (f"{'spglib / moyopy' if any(m in BASELINES for m in methods) else PERIODIC}: the first "
+           f"{results['baseline_per_class']} of each class ({n_bl} per level), as periodic ~256-atom supercells "
+           "with the same kind of defects. " if n_bl else "")
+        + "Test seed "
         f"{results['seed']} (training set: {results['model']['dataset_seed']}). Rows starting with *paper* are "
         "the published numbers (SPEC.md); – = not published."
         + (f" {PERIODIC}: those same defective periodic supercells through the whole pipeline (standard cell and "
