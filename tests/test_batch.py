@@ -247,3 +247,15 @@ def test_the_run_does_not_wait_for_the_count_of_its_frames(xyz, tmp_path, monkey
     finally:
         release.set()
     assert (summary.classified, summary.failed) == (12, 1) and len(_records(out)) == 13
+
+
+def test_a_long_stream_starts_with_small_chunks_so_that_progress_shows_early():
+    from crystalface.batch import _ramped
+
+    def sizes(n, chunk):
+        return [len(c) for c in _ramped(iter(range(n)), chunk)]
+
+    assert sizes(1000, 256) == [16, 32, 64, 128, 256, 256, 248]
+    assert sum(sizes(1000, 256)) == 1000 and [x for c in _ramped(iter(range(40)), 8) for x in c] == list(range(40))
+    assert sizes(256, 256) == [256] and sizes(200, 256) == [200] and sizes(0, 256) == []  # one chunk: no ramp
+    assert sizes(10, 3) == [3, 3, 3, 1]  # chunks smaller than the first size: all that size
