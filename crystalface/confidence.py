@@ -253,6 +253,10 @@ def domain_problem(atoms: Atoms) -> str | None:
     return None
 
 
+#: The largest number of sites any class has in its primitive cell: larger counts are never judged.
+_MOST_BASIS_SITES = max(max(counts) for counts in BASIS_SITES.values())
+
+
 def basis_problem(label: str, sites: int | None) -> str | None:
     """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
 
@@ -267,7 +271,7 @@ def basis_problem(label: str, sites: int | None) -> str | None:
     'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
     """
     allowed = BASIS_SITES.get(label)
-    if sites is None or allowed is None or not 1 <= sites <= max(max(a) for a in BASIS_SITES.values()) or sites in allowed:
+    if sites is None or allowed is None or not 1 <= sites <= _MOST_BASIS_SITES or sites in allowed:
         return None
     return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"
 
