@@ -42,11 +42,16 @@ __all__ = ["BatchSummary", "classify_files", "classify_stream"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Entries per chunk: the unit of work sent to a process and written to the output.
-CHUNK = 256
+#: Entries per chunk: the unit of work sent to a process and written to the output. Small enough
+#: that the last chunks of a run end close together: with 256, one core idled for up to one chunk's
+#: work (~2 s) at the end, 7-10 % of a 1000-structure run on 2 cores; over 3000 structures chunks of
+#: 64 ran as fast as 256 (docs/scale.md): what a chunk costs (sending, writing) does not show.
+CHUNK = 64
 #: Size of the first chunk of a stream longer than one chunk; each next one is twice as big, up to
-#: CHUNK. The progress bar moves when a chunk is done: after ~0.3 s of work, not ~5 s.
+#: CHUNK. The progress bar moves when a chunk is done: after ~0.3 s of work, not ~1 s.
 FIRST_CHUNK = 16
+#: Rows of an ASE database read per query.
+DB_WINDOW = 256
 #: Fingerprints per network call, always exactly this many (padded): see the module docstring.
 NET_BATCH = BATCH
 #: Failures a :class:`BatchSummary` keeps to show (all of them are in the output).
@@ -279,7 +284,7 @@ class _Tally:
 
 def _database_entries(
     path: str, source: str, start: int | None = None, stop: int | None = None,
-    skip_marked: bool = False, tally: _Tally | None = None, window: int = CHUNK,
+    skip_marked: bool = False, tally: _Tally | None = None, window: int = DB_WINDOW,
 ) -> Iterator[Entry]:
     """Rows ``start <= id < stop`` of an ASE database, ``window`` rows per query, in id order.
 
