@@ -9,12 +9,32 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["main"]
 
 
 def _print_table_row(cells, widths, file=None):
     print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip(), file=file or sys.stdout, flush=True)
+
+
+#: Widest source column of the classify table; longer paths keep their end (the file name).
+_MOST_SOURCE_WIDTH = 60
+
+
+def _source_column(files) -> tuple[int, Callable[[str], str]]:
+    """Width of the table's source column for these input paths, and how a source is fitted to it.
+
+    The sources are the paths as given, known before the first row is printed: the column is as
+    wide as the longest (6 to :data:`_MOST_SOURCE_WIDTH`), and a longer one shows "…" and its end.
+    """
+    width = min(max([len("source"), *(len(str(f)) for f in files)]), _MOST_SOURCE_WIDTH)
+
+    def fit(source) -> str:
+        text = str(source)
+        return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+    return width, fit
 
 
 def cmd_classify(args) -> int:
@@ -41,7 +61,8 @@ def cmd_classify(args) -> int:
             print(f"  ... and {summary.failed - len(summary.failures)} more (records with an error)", file=sys.stderr)
         return 1 if summary.failed else 0
 
-    widths = (40, 6, 8, 12, 18, 20)
+    source_width, fit = _source_column(args.files)
+    widths = (source_width, 6, 8, 12, 18, 20)
     if not args.json:
         _print_table_row(("source", "frame", "class", "probability", "runner-up", "score"), widths)
     failures = []
@@ -53,12 +74,12 @@ def cmd_classify(args) -> int:
             if args.json:
                 print(json.dumps(p.to_dict()), flush=True)
             elif p.error is not None:
-                _print_table_row((p.source, p.index, "-", "error: " + p.error), widths[:3] + (80,))
+                _print_table_row((fit(p.source), p.index, "-", "error: " + p.error), widths[:3] + (80,))
             else:
                 ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
                 runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
                 score = f"{p.score:.3f}" + ("" if p.confident else " not confident") + (f": {p.reason}" if p.reason else "")
-                _print_table_row((p.source, p.index, p.label, f"{p.probability:.3f}", runner, score), widths)
+                _print_table_row((fit(p.source), p.index, p.label, f"{p.probability:.3f}", runner, score), widths)
 
     try:
         summary = classify_files(args.files, callback=emit, **options)

@@ -58,6 +58,19 @@ def test_classify_table(files, capsys):
     assert "bct141" in out[1]
 
 
+def test_classify_table_columns_line_up_whatever_the_length_of_the_paths(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # paths as given: a short one and one longer than the widest column
+    deep = tmp_path / ("d" * 70)
+    deep.mkdir()
+    (deep / "Sn.cif").write_bytes(files["cif"].read_bytes())
+    assert main(["classify", "--workers", "1", "Sn.cif", f"{deep.name}/Sn.cif"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    frame = header.index("frame")
+    assert all(row[frame - 2:frame] == "  " and row[frame] == "0" for row in rows)  # same column in every row
+    assert rows[0].startswith("Sn.cif ")
+    assert rows[1].startswith("…") and rows[1][:frame].rstrip().endswith("/Sn.cif")  # the end of a long path: its file name
+
+
 def test_usage_errors_exit_2(files, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["classify"])
