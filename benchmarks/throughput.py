@@ -54,15 +54,19 @@ def _time(fn, items) -> float:
 
 #: The end-to-end run, in a process of its own: argv = structures file, output file, workers.
 _END_TO_END = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 start = time.perf_counter()
 from crystalface import load_model
 from crystalface.batch import classify_files
 model = load_model()
 ready = time.perf_counter()
+before = os.times()
 summary = classify_files(sys.argv[1], sys.argv[2], model=model, workers=int(sys.argv[3]))
+after = os.times()
 done = time.perf_counter()
 print(json.dumps({"startup_s": ready - start, "run_s": done - ready, "failed": summary.failed,
+                  "cpu_s_main": (after.user - before.user) + (after.system - before.system),
+                  "cpu_s_workers": (after.children_user - before.children_user) + (after.children_system - before.children_system),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "peak_rss_largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
@@ -216,6 +220,12 @@ def main(argv=None) -> int:
         "ratios_on_noisy_baseline_time_over_ours_end_to_end": ratio_noisy,
         "rounds": rounds,
         "startup_s": median(r["end_to_end_process"]["startup_s"] for r in rounds),
+        # CPU time of the main process and of its pool workers over the run, per structure, and the
+        # share of all cores' wall time it fills: what is left to gain by keeping the cores busy
+        "cpu_ms_per_structure": median(1e3 * (r["end_to_end_process"]["cpu_s_main"] + r["end_to_end_process"]["cpu_s_workers"]) / n
+                                       for r in rounds),
+        "cores_busy": median((r["end_to_end_process"]["cpu_s_main"] + r["end_to_end_process"]["cpu_s_workers"])
+                             / (cores * r["end_to_end_process"]["run_s"]) for r in rounds),
         "peak_rss_mb": max(r["end_to_end_process"]["peak_rss_mb"] for r in rounds),
         "peak_rss_largest_worker_mb": max(r["end_to_end_process"]["peak_rss_largest_worker_mb"] for r in rounds),
     }
@@ -233,7 +243,9 @@ def main(argv=None) -> int:
         f"its start-up before the first structure, imports and model, took {results['startup_s']:.1f} s more). "
         f"Peak RSS {results['peak_rss_mb']:.0f} MB (main process), largest worker "
         f"{results['peak_rss_largest_worker_mb']:.0f} MB. End to end by round: "
-        + ", ".join(f"{v:.1f}" for v in results["end_to_end"]["structures_per_second_by_round"]) + " structures/s.", "",
+        + ", ".join(f"{v:.1f}" for v in results["end_to_end"]["structures_per_second_by_round"]) + " structures/s. "
+        f"CPU time of the main process and its workers: {results['cpu_ms_per_structure']:.1f} ms per structure, "
+        f"{100 * results['cores_busy']:.0f} % of the {cores} cores' wall time.", "",
         "| step (one process, one thread) | ms / structure |", "|---|---:|",
         *[f"| {k} | {v:.2f} |" for k, v in results["steps_single_thread_ms_per_structure"].items()], "",
         f"Fingerprint kernel: reference {1e3 * reference:.1f} ms, production {1e3 * production:.2f} ms "
