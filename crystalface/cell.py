@@ -118,6 +118,12 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
         raise StructureError(f"unknown element (atomic number 0, symbol 'X') at atom {int(np.argmin(atoms.numbers))}")
     # atoms on the same spot would be merged into one site by the fold of standard_cell, silently
     reduced = _minkowski_reduced(cell)
+    # ... and so would an atom and its own periodic image: a lattice vector shorter than that (a cell
+    # of 1e-9 Å along one axis is not singular, but no crystal; ASE's Niggli reduction never ends on it)
+    shortest = float(_lengths(reduced).min())
+    if shortest < _MIN_SEPARATION:
+        raise StructureError(f"a lattice vector is only {shortest:.2g} Å long (shorter than {_MIN_SEPARATION} Å): "
+                             "every atom would lie on its own periodic images")
     frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
     pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
     close = _wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], reduced)[1] < _MIN_SEPARATION
