@@ -37,6 +37,7 @@ import numpy as np
 from .classify import Prediction, classify
 from .io import Entry, _count_frames, read_structures
 from .model import BATCH, Model, load_model
+from .pipeline import _internal_error
 
 __all__ = ["BatchSummary", "classify_files", "classify_stream"]
 
@@ -109,10 +110,8 @@ def _predict(structures: list, model: Model) -> list[Prediction]:
         except Exception as exc:  # noqa: BLE001 - a bug hit by one structure must not stop the batch
             if len(structures) > 1:  # find the structure(s) that fail: one at a time
                 return [p for atoms in structures for p in _predict([atoms], model)]
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             info = structures[0].info
-            return [Prediction(label=None, source=info.get("source"), index=info.get("index"),
-                               error=f"internal error: {type(exc).__name__}: {reason}".rstrip(": "))]
+            return [Prediction(label=None, source=info.get("source"), index=info.get("index"), error=_internal_error(exc))]
 
 
 def _classify_entries(entries: Sequence[Entry], model: Model) -> list[Prediction]:

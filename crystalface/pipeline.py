@@ -98,6 +98,12 @@ def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[int | None]]
     return _fingerprint_chunk(descriptor, structures, transform, augment)
 
 
+def _internal_error(exc: BaseException) -> str:
+    """One line for an exception no step expected (a bug, or a library failing on odd input)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"internal error: {type(exc).__name__}: {reason}".rstrip(": ")
+
+
 def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None], list[int | None]]:
     """Images, errors and the sites per primitive cell of each standard cell (None: failed or unknown)."""
     scaled, errors, sites = [], [], []
@@ -114,6 +120,8 @@ def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple
             errors.append(None)
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - one structure that breaks a step must not stop the others
+            errors.append(_internal_error(exc))
     n = descriptor.df2d.n_pixels
     images = fingerprint(scaled, descriptor.df2d) if scaled else np.zeros((0, 3, n, n), np.float32)
     out = np.zeros((len(structures), 3, n, n), np.float32)

@@ -106,6 +106,27 @@ def test_a_failing_structure_does_not_stop_the_batch(model):
     assert set(results[1].to_dict()) == {"source", "index", "error"}
 
 
+def test_a_structure_that_breaks_a_step_unexpectedly_fails_alone(model, monkeypatch):
+    # a library failing on odd input (ASE's Niggli reduction did, on a needle-thin cell) or a bug: the
+    # structure gets a one-line "internal error", the others are classified
+    import crystalface.pipeline as pipeline
+
+    real = pipeline.standard_cell
+
+    def standard_cell(atoms, *args, **kwargs):
+        if atoms.info.get("breaks"):
+            raise RuntimeError("Niggli reduction not done in 10000 steps!\ng=[...]")
+        return real(atoms, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "standard_cell", standard_cell)
+    odd, good = CRYSTALS["Cu"].primitive(), CRYSTALS["Fe"].primitive()
+    odd.info["breaks"] = True
+    with pytest.warns(UserWarning, match="1 of 3"):
+        results = classify([good, odd, good], model=model, workers=1)
+    assert [r.label for r in results] == ["bcc", None, "bcc"]
+    assert results[1].error == "internal error: RuntimeError: Niggli reduction not done in 10000 steps!"
+
+
 def test_a_single_failing_structure_raises_a_one_line_error(model):
     with pytest.raises(StructureError, match="lattice vectors"):
         classify(Atoms("Cu", positions=[[0, 0, 0]]), model=model)

@@ -142,6 +142,6 @@ def test_random_batches_never_crash_classify(model, batch):
     for p in predictions:
         if p.error is None:
             assert p.label in model.classes and isinstance(p.confident, bool) and 0 <= p.score <= 1
-        else:
-            assert p.label is None and "\n" not in p.error
+        else:  # a clear reason; "internal error" (an exception no step expected) is a bug to find
+            assert p.label is None and "\n" not in p.error and not p.error.startswith("internal error"), p.error
     assert predictions[-1].label == "fcc" and predictions[-1].confident
