@@ -116,14 +116,13 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
         raise StructureError("the lattice vectors are linearly dependent (singular cell)")
     if np.any(atoms.numbers < 1):
         raise StructureError(f"unknown element (atomic number 0, symbol 'X') at atom {int(np.argmin(atoms.numbers))}")
-    # atoms on the same spot would be merged into one site by the fold of standard_cell, silently
+    # atoms on the same spot would be merged into one site by the fold of standard_cell, silently,
+    # and so would an atom and its own periodic image: a cell 1e-9 Å thin along one axis is not
+    # singular, but no crystal (ASE's Minkowski reduction overflows on a 1e-27 Å vector, its Niggli
+    # reduction never ends on a 1e-9 Å one). Its vectors first, then the shortest vector of the lattice
+    _refuse_short_vectors(lengths)
     reduced = _minkowski_reduced(cell)
-    # ... and so would an atom and its own periodic image: a lattice vector shorter than that (a cell
-    # of 1e-9 Å along one axis is not singular, but no crystal; ASE's Niggli reduction never ends on it)
-    shortest = float(_lengths(reduced).min())
-    if shortest < _MIN_SEPARATION:
-        raise StructureError(f"a lattice vector is only {shortest:.2g} Å long (shorter than {_MIN_SEPARATION} Å): "
-                             "every atom would lie on its own periodic images")
+    _refuse_short_vectors(_lengths(reduced))
     frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
     pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
     close = _wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], reduced)[1] < _MIN_SEPARATION
@@ -131,6 +130,13 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
         i, j = pairs[np.argmax(close)]
         raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
     return reduced
+
+
+def _refuse_short_vectors(lengths: np.ndarray) -> None:
+    shortest = float(np.min(lengths))
+    if shortest < _MIN_SEPARATION:
+        raise StructureError(f"a lattice vector is only {shortest:.2g} Å long (shorter than {_MIN_SEPARATION} Å): "
+                             "every atom would lie on its own periodic images")
 
 
 def _minkowski_reduced(cell) -> np.ndarray:

@@ -154,12 +154,16 @@ def test_singular_cell(model_path, capsys, tmp_path, good):
     assert_refused(model_path, capsys, bad, good, "linearly dependent (singular cell)")
 
 
-def test_a_lattice_vector_shorter_than_any_bond(model_path, capsys, tmp_path, good):
-    # not singular (the volume is 1e-9 of the cell's edges' product), but every atom sits on its own
-    # images; found by the long fuzz run, where ASE's Niggli reduction of it never ended
-    cell = [[0, 0, 1], [0, 1e-9, 0], [1, 0, 2]]
+@pytest.mark.parametrize("cell, length", [
+    ([[0, 0, 1], [0, 1e-9, 0], [1, 0, 2]], "1e-09"),  # ASE's Niggli reduction never ended on it
+    ([[1, 0, 1], [0, 1, 1], [1.4e-27, 0, 0]], "1.4e-27"),  # ASE's Minkowski reduction overflowed
+    ([[5, 0, 0], [5.05, 0.01, 0], [0, 0, 5]], "0.051"),  # every vector long, their difference not
+])
+def test_a_lattice_vector_shorter_than_any_bond(model_path, capsys, tmp_path, good, cell, length):
+    # not singular (volume / product of the edges >= 1e-6), but every atom sits on its own images:
+    # cells the long fuzz run found
     bad = _extxyz(tmp_path, "needle.extxyz", Atoms("H3", positions=[[0, 0, 0], [0.5, 0, 0], [0, 0, 0.5]], cell=cell, pbc=True))
-    assert_refused(model_path, capsys, bad, good, "a lattice vector is only 1e-09 Å long (shorter than 0.1 Å)")
+    assert_refused(model_path, capsys, bad, good, f"a lattice vector is only {length} Å long (shorter than 0.1 Å)")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
