@@ -100,8 +100,10 @@ def classify(
     Returns
     -------
     Prediction or list of Prediction
-        For one structure a Prediction (or :class:`StructureError` if it cannot be classified); for
-        a sequence one Prediction per structure, failures carrying ``error`` (a warning counts them).
+        For one structure a Prediction (or :class:`StructureError` if it cannot be classified,
+        RuntimeError "internal error: ..." if a step failed unexpectedly on it); for a sequence one
+        Prediction per structure, failures carrying ``error`` (a warning counts them), the others
+        classified whatever failed.
 
     Examples
     --------
@@ -142,7 +144,8 @@ def classify(
         )
     if single:
         if results[0].error:
-            raise StructureError(results[0].error)
+            # a structure the method cannot handle, or (internal error) a step failing unexpectedly on it
+            raise (RuntimeError if results[0].error.startswith("internal error") else StructureError)(results[0].error)
         return results[0]
     n_failed = len(structures) - len(ok)
     if n_failed:

@@ -125,6 +125,8 @@ def test_a_structure_that_breaks_a_step_unexpectedly_fails_alone(model, monkeypa
         results = classify([good, odd, good], model=model, workers=1)
     assert [r.label for r in results] == ["bcc", None, "bcc"]
     assert results[1].error == "internal error: RuntimeError: Niggli reduction not done in 10000 steps!"
+    with pytest.raises(RuntimeError, match="^internal error: RuntimeError: Niggli"):  # alone: not a StructureError
+        classify(odd, model=model, workers=1)
 
 
 def test_a_single_failing_structure_raises_a_one_line_error(model):
