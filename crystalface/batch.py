@@ -415,7 +415,11 @@ def _complete_lines(path: Path) -> Iterator[tuple[int, str]]:
             if not line.endswith(b"\n"):
                 break
             good += len(line)
-            yield number, line.decode("utf-8")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"cannot resume {path}: line {number} is not UTF-8 text") from None
+            yield number, text
         file.truncate(good)
 
 
@@ -425,7 +429,9 @@ def _read_done(path: Path, kind: str, classes: Sequence[str]) -> _Done:
         return done
     for number, line in _complete_lines(path):
         if kind == "csv":
-            row = next(csv.reader([line]))
+            row = next(csv.reader([line]), [])
+            if number > 1 and len(row) < len(_CSV_COLUMNS):
+                raise ValueError(f"cannot resume {path}: line {number} is not a crystalface record")
             if number == 1:
                 if tuple(row) != _csv_header(classes):
                     raise ValueError(f"cannot resume {path}: its columns are not those of this model's output "

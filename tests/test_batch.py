@@ -159,6 +159,21 @@ def test_resume_cuts_the_truncated_last_line_of_a_killed_run(xyz, tmp_path, mode
         classify_files([xyz], out, resume=True, model=model, workers=1)
 
 
+@pytest.mark.parametrize("suffix, line, reason", [
+    (".jsonl", b"\xff\xfe\n", "line 2 is not UTF-8 text"),
+    (".csv", b"onlyone\n", "line 2 is not a crystalface record"),
+    (".csv", b"\n", "line 2 is not a crystalface record"),
+])
+def test_resume_refuses_a_damaged_output_in_one_line_and_keeps_it(xyz, tmp_path, model, suffix, line, reason):
+    out = tmp_path / f"damaged{suffix}"
+    classify_files([xyz], out, model=model, workers=1)
+    first = out.read_bytes().splitlines(keepends=True)[0]
+    out.write_bytes(first + line)
+    with pytest.raises(ValueError, match=f"^cannot resume .*: {reason}$"):
+        classify_files([xyz], out, resume=True, model=model, workers=1)
+    assert out.read_bytes() == first + line  # nothing the user gave is lost
+
+
 def test_database_is_read_by_position_and_rows_get_key_value_pairs(database, tmp_path, model):
     out = tmp_path / "db.jsonl"
     summary = classify_files([database], out, write_db=True, model=model, workers=1)
