@@ -207,7 +207,20 @@ def cmd_map(args) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in result.counts().items())
     print(f"{len(entry.atoms)} atoms, {len(result.centres)} windows in {result.seconds['total']:.1f} s: {counts}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    if len(result.centres) == 0:  # every atom unknown: say why, and what to do instead
+        print(f"crystalface: {args.file} [{args.index}]: no {args.box:g} Å window holds {args.min_atoms} atoms "
+              f"(the sample has {len(entry.atoms)}), nothing was classified; a periodic crystal (a cell with "
+              "lattice vectors) goes through `crystalface classify`", file=sys.stderr)
+        return 1
     return 0
+
+
+def _positive_length(text: str) -> float:
+    """argparse type of a length in Å that must be positive (a usage error otherwise, exit status 2)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive length in Å, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("map", help="classify every region of a sample without lattice vectors (polycrystal, tomography, MD)")
     p.add_argument("file", help="the sample, any format ASE reads; lattice vectors are not needed")
     p.add_argument("-o", "--output", help="prefix of the outputs PREFIX.xyz, PREFIX.json, PREFIX.png (default: FILE_map)")
-    p.add_argument("--box", type=float, default=16.0, help="edge of the sliding cubic window in Å (default 16)")
-    p.add_argument("--stride", type=float, default=2.0, help="step between windows in Å (default 2)")
+    p.add_argument("--box", type=_positive_length, default=16.0, help="edge of the sliding cubic window in Å (default 16)")
+    p.add_argument("--stride", type=_positive_length, default=2.0, help="step between windows in Å (default 2)")
     p.add_argument("--min-atoms", type=int, default=50, help="skip windows with fewer atoms (default 50)")
     p.add_argument("--vote-radius", type=float, default=None,
                    help="windows whose centre is this close to an atom (Å) vote for its class (default: half the box)")

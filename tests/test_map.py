@@ -99,6 +99,22 @@ def test_map_cli(tmp_path, two_grains):
     assert (tmp_path / "out.xyz").is_file() and (tmp_path / "out.json").is_file() and (tmp_path / "out.png").is_file()
 
 
+def test_map_cli_says_why_when_no_window_is_classified(tmp_path, capsys):
+    from ase.io import write
+
+    from crystalface.cli import main
+
+    source = tmp_path / "Cu.extxyz"
+    write(source, bulk("Cu", "fcc", a=3.6))  # a periodic primitive cell: one atom, no window
+    assert main(["map", str(source), "-o", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no 16 Å window holds 50 atoms (the sample has 1)" in err and "crystalface classify" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:  # a usage error, before any reading
+        main(["map", str(source), "--box", "-3"])
+    assert exc.value.code == 2 and "must be a positive length" in capsys.readouterr().err
+
+
 def test_map_rejects_bad_parameters(two_grains, model):
     with pytest.raises(ValueError, match="box and stride"):
         map_structure(two_grains, model, box=0.0)
