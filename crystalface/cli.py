@@ -215,6 +215,17 @@ def cmd_map(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1, such as ``--workers`` (a usage error otherwise, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _positive_length(text: str) -> float:
     """argparse type of a length in Å that must be positive (a usage error otherwise, exit status 2)."""
     value = float(text)
@@ -239,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
     p.add_argument("--format", help="file format for ASE when it cannot guess (e.g. lammps-data)")
     p.add_argument("--index", default=":", help="frames to read, ASE syntax (default ':' = all)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all CPUs)")
     p.add_argument("-o", "--output", help="write the records to this file as they are done: .jsonl or .csv "
                    "(progress bar on stderr); docs/scale.md")
     p.add_argument("--output-db", action="store_true", help="write crystalface_class, crystalface_confident, "
@@ -286,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--workers", type=int, default=None, help="processes for the fingerprints (default: all CPUs)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes for the fingerprints (default: all CPUs)")
     p.add_argument("--scale-jitter", type=float, default=0.0, metavar="FRACTION",
                    help="augmentation: move each pristine structure's length unit by up to this fraction (default 0)")
     p.set_defaults(func=cmd_train)
@@ -308,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="frame of a multi-frame file (default 0)")
     p.add_argument("--format", help="file format for ASE when it cannot guess")
     p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
-    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_map)
 

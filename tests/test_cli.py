@@ -77,6 +77,13 @@ def test_usage_errors_exit_2(files, capsys):
     assert exc.value.code == 2
     assert main(["classify", "--model", str(files["cif"]) + ".nothing", str(files["cif"])]) == 2
     assert "model file not found" in capsys.readouterr().err
+    for command in (["classify", str(files["cif"])], ["map", str(files["cif"])], ["experiment", "amorphous"],
+                    ["benchmark", "robustness"]):
+        with pytest.raises(SystemExit) as exc:  # before anything is read or printed
+            main([*command, "--workers", "0"])
+        assert exc.value.code == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "argument --workers: must be at least 1, got 0" in err
 
 
 def test_fingerprint_writes_a_picture(files, tmp_path, capsys):

@@ -1054,6 +1054,8 @@ def write_outputs(results: dict, output: str | Path) -> list[Path]:
 
 def register(subparsers) -> None:
     """Add ``crystalface benchmark robustness`` to the ``benchmark`` sub-parsers."""
+    from ..cli import positive_int
+
     p = subparsers.add_parser(
         "robustness",
         help="accuracy on defective structures against spglib and moyo (paper Tables S1/S2)",
@@ -1082,7 +1084,7 @@ def register(subparsers) -> None:
                    help=f"any of {', '.join(METHODS)} (default: all; {PERIODIC} and the finders run on "
                         "the same subsample of defective periodic supercells)")
     p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all CPUs)")
     p.set_defaults(func=_cmd_robustness)
 
 

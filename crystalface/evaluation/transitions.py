@@ -968,13 +968,14 @@ EXPERIMENTS: dict[str, tuple[Callable, str]] = {
 
 def register(subparsers) -> None:
     """Add ``crystalface experiment bcc-sc | rhombohedral | amorphous`` to the ``experiment`` sub-parsers."""
+    from ..cli import positive_int
 
     def common(p, seed: bool = True):
         p.add_argument("-o", "--output", default="benchmarks/experiments", help="output folder (default benchmarks/experiments)")
         if seed:
             p.add_argument("--seed", type=int, default=0, help="seed of the random defects (default 0)")
         p.add_argument("--model", help="model .safetensors file (default: the shipped model)")
-        p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+        p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all CPUs)")
 
     p = subparsers.add_parser("bcc-sc", help=EXPERIMENTS["bcc-sc"][1],
                               description=run_bcc_sc.__doc__.split("\n\n")[0] + " Writes bcc-sc.json and bcc-sc.png.")
