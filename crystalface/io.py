@@ -171,6 +171,14 @@ def _read_file(path: PathLike, frames: slice, format: str | None) -> Iterator[En
     if os.path.isfile(source) and os.path.getsize(source) == 0:
         yield Entry(source, -1, None, "empty file")
         return
+    if os.path.isdir(source) and not format:
+        from ase.io.bundletrajectory import BundleTrajectory
+
+        # ASE takes every directory for a BundleTrajectory, the one format that is a directory
+        if not BundleTrajectory.is_bundle(source):
+            yield Entry(source, -1, None, f"a directory, not a structure file: give the files in it "
+                                          f"(e.g. {os.path.join(source, '*')})")
+            return
     try:
         fmt = format or filetype(source)
         ioformat = get_ioformat(fmt)

@@ -105,10 +105,16 @@ def _bad_file(tmp_path, kind: str) -> tuple[str, str]:
         path = tmp_path / ("truncated.cif" if kind == "truncated cif" else "header_only.cif")
         path.write_text(text[:cut])
         return str(path), "parse error" if kind == "truncated cif" else "no structure"
+    if kind == "directory":  # ASE would take it for a BundleTrajectory and fail on that
+        path = tmp_path / "cifs"
+        path.mkdir()
+        (path / "a.cif").write_text("data_x\n")
+        return str(path), "a directory, not a structure file: give the files in it"
     raise AssertionError(kind)
 
 
-BAD_KINDS = ["missing", "empty", "not a structure", "not a structure, xyz suffix", "truncated cif", "cif without atoms"]
+BAD_KINDS = ["missing", "empty", "not a structure", "not a structure, xyz suffix", "truncated cif", "cif without atoms",
+             "directory"]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -124,6 +130,13 @@ def test_a_bad_file_gives_one_error_entry_and_the_next_file_is_read(tmp_path, ki
     assert "\n" not in error.error and "Traceback" not in error.error
     assert not error.ok
     assert [(e.source, e.index, e.ok) for e in entries[1:]] == [(str(good), 0, True), (str(good), 1, True)]
+
+
+def test_a_bundle_trajectory_directory_is_read(tmp_path):
+    path = tmp_path / "run.bundle"
+    frames = [bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.7)]  # a BundleTrajectory keeps one atom count
+    ase.io.write(path, frames, format="bundletrajectory")
+    assert [(e.index, e.ok) for e in _entries([str(path)])] == [(0, True), (1, True)]
 
 
 def test_all_bad_files_in_one_call(tmp_path):
