@@ -692,7 +692,10 @@ def classify_files(
             writers.append(_DatabaseWriter(databases))
         if out is not None:
             append = resume and out.exists()
-            writer = _CsvWriter(out, append, loaded.classes) if kind == "csv" else _JsonLinesWriter(out, append)
+            try:
+                writer = _CsvWriter(out, append, loaded.classes) if kind == "csv" else _JsonLinesWriter(out, append)
+            except OSError as exc:  # before any structure is read: a missing folder, no permission
+                raise OSError(exc.errno, f"cannot write {out}: {exc.strerror}") from None
             writers.append(writer)
             stack.callback(writer.close)
         if scheduler is not None:
