@@ -19,6 +19,7 @@ run write byte-identical records on the same hardware and library versions.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import threading
@@ -693,8 +694,11 @@ def classify_files(
         if out is not None:
             append = resume and out.exists()
             try:
+                if out.parent.exists() and not out.parent.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, f"{out.parent} is a file, not a folder")
+                out.parent.mkdir(parents=True, exist_ok=True)  # as `crystalface map` and the benchmarks do
                 writer = _CsvWriter(out, append, loaded.classes) if kind == "csv" else _JsonLinesWriter(out, append)
-            except OSError as exc:  # before any structure is read: a missing folder, no permission
+            except OSError as exc:  # before any structure is read: no permission, a file where a folder should be
                 raise OSError(exc.errno, f"cannot write {out}: {exc.strerror}") from None
             writers.append(writer)
             stack.callback(writer.close)

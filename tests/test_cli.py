@@ -77,9 +77,12 @@ def test_usage_errors_exit_2(files, capsys):
     assert exc.value.code == 2
     assert main(["classify", "--model", str(files["cif"]) + ".nothing", str(files["cif"])]) == 2
     assert "model file not found" in capsys.readouterr().err
-    missing = files["cif"].parent / "no such folder" / "labels.jsonl"
-    assert main(["classify", str(files["cif"]), "-o", str(missing), "-q"]) == 2  # before anything is classified
-    assert capsys.readouterr().err == f"crystalface: cannot write {missing}: No such file or directory\n"
+    blocked = files["cif"].parent / "three.extxyz" / "labels.jsonl"  # a file where its folder should be
+    assert main(["classify", str(files["cif"]), "-o", str(blocked), "-q"]) == 2  # before anything is classified
+    assert capsys.readouterr().err.startswith(f"crystalface: cannot write {blocked}: ")
+    new_folder = files["cif"].parent / "results" / "labels.jsonl"  # a missing folder is made, as map does
+    assert main(["classify", str(files["cif"]), "-o", str(new_folder), "-q"]) == 0 and new_folder.is_file()
+    capsys.readouterr()
     for command in (["classify", str(files["cif"])], ["map", str(files["cif"])], ["experiment", "amorphous"],
                     ["benchmark", "robustness"]):
         with pytest.raises(SystemExit) as exc:  # before anything is read or printed
