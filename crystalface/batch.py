@@ -687,6 +687,7 @@ def classify_files(
     skip_marked = resume and out is None and write_db
 
     tally = _Tally()
+    written = 0
     with ExitStack() as stack:
         writers = []  # database first: a chunk in the file is then always in the database too
         if databases:
@@ -701,6 +702,8 @@ def classify_files(
             except OSError as exc:  # before any structure is read: no permission, a file where a folder should be
                 raise OSError(exc.errno, f"cannot write {out}: {exc.strerror}") from None
             writers.append(writer)
+            if not append:  # a run that fails before its first records (a scheduler out of reach) leaves no file
+                stack.push(lambda kind, *_: out.unlink(missing_ok=True) if kind is not None and not written else None)
             stack.callback(writer.close)
         if scheduler is not None:
             from .distributed import PART, classified_parts
@@ -729,6 +732,7 @@ def classify_files(
         for pairs in chunks:
             for writer in writers:
                 writer.write(pairs)
+            written += len(pairs)
             predictions = [p for p, _ in pairs]
             if callback is not None:
                 callback(predictions)

@@ -83,7 +83,7 @@ def cmd_classify(args) -> int:
 
     try:
         summary = classify_files(args.files, callback=emit, **options)
-    except (ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # OSError: e.g. a Dask scheduler out of reach
         print(f"crystalface: {exc}", file=sys.stderr)
         return 2
     if failures:

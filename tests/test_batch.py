@@ -159,6 +159,26 @@ def test_resume_cuts_the_truncated_last_line_of_a_killed_run(xyz, tmp_path, mode
         classify_files([xyz], out, resume=True, model=model, workers=1)
 
 
+def test_a_run_that_fails_before_its_first_records_leaves_no_output_behind(xyz, tmp_path, model, monkeypatch):
+    import crystalface.batch as batch
+
+    def unreachable(*args, **kwargs):  # as a Dask scheduler out of reach fails, at the first chunk
+        raise OSError("Timed out trying to connect to tcp://head:8786 after 30 s")
+        yield
+
+    monkeypatch.setattr(batch, "_classified_chunks", unreachable)
+    for suffix in (".jsonl", ".csv"):
+        out = tmp_path / f"labels{suffix}"
+        with pytest.raises(OSError, match="Timed out"):
+            classify_files([xyz], out, model=model, workers=1)
+        assert not out.exists()  # the same command can simply be run again
+    resumed = tmp_path / "resumed.jsonl"  # a file the user gave is never removed
+    resumed.write_text("")
+    with pytest.raises(OSError, match="Timed out"):
+        classify_files([xyz], resumed, resume=True, model=model, workers=1)
+    assert resumed.exists()
+
+
 @pytest.mark.parametrize("suffix, line, reason", [
     (".jsonl", b"\xff\xfe\n", "line 2 is not UTF-8 text"),
     (".csv", b"onlyone\n", "line 2 is not a crystalface record"),
