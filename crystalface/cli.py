@@ -175,10 +175,14 @@ def cmd_train(args) -> int:
     if not Path(args.dataset).is_file():
         print(f"crystalface: data set {args.dataset} not found (make it with: crystalface dataset)", file=sys.stderr)
         return 2
-    model = train_from_dataset(
-        args.dataset, args.output, seed=args.seed, workers=args.workers,
-        max_epochs=args.max_epochs, patience=args.patience, scale_jitter=args.scale_jitter,
-    )
+    try:
+        model = train_from_dataset(
+            args.dataset, args.output, seed=args.seed, workers=args.workers,
+            max_epochs=args.max_epochs, patience=args.patience, scale_jitter=args.scale_jitter,
+        )
+    except ValueError as exc:  # not a data set of crystalface dataset, or training options it refuses
+        print(f"crystalface: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.output).with_suffix(".safetensors")
     print(f"validation accuracy {model.card['validation_accuracy']:.4f} "
           f"({model.card['training']['n_validation']} structures); wrote {out} and {out.with_suffix('.json')}")

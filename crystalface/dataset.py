@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import sqlite3
 import warnings
 from dataclasses import dataclass, field
 from itertools import product
@@ -504,10 +505,17 @@ def load_dataset(path: str | pathlib.Path) -> tuple[list[Atoms], list[str], list
     if not path.is_file():
         # ase.db.connect would silently create an empty database here.
         raise FileNotFoundError(f"no dataset at {path}")
-    db = connect(path, type="db")
+    not_ours = f"{path} is not a data set made by crystalface dataset"
     atoms, labels, infos = [], [], []
-    for row in db.select(sort="id"):
-        atoms.append(row.toatoms())
-        labels.append(row.label)
-        infos.append(dict(row.key_value_pairs))
+    try:
+        for row in connect(path, type="db").select(sort="id"):
+            if "label" not in row.key_value_pairs:
+                raise ValueError(f"{not_ours}: row {row.id} has no class label")
+            atoms.append(row.toatoms())
+            labels.append(row.label)
+            infos.append(dict(row.key_value_pairs))
+    except sqlite3.DatabaseError as error:  # another file, or a damaged database
+        raise ValueError(f"{not_ours}: {error}") from None
+    if not atoms:
+        raise ValueError(f"{not_ours}: it holds no structures")
     return atoms, labels, infos

@@ -114,6 +114,19 @@ def test_dataset_and_train_commands(tmp_path, capsys):
     assert main(["train", "--dataset", str(tmp_path / "none.db")]) == 2
 
 
+def test_train_refuses_what_is_not_a_data_set_in_one_line(files, tmp_path, capsys):
+    from ase.build import bulk
+    from ase.db import connect
+
+    plain = tmp_path / "plain.db"  # an ASE database, but not one of crystalface dataset
+    connect(plain).write(bulk("Cu"))
+    for path, reason in ((files["xyz"], "file is not a database"), (plain, "row 1 has no class label")):
+        assert main(["train", "--dataset", str(path), "-o", str(tmp_path / "m.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"crystalface: {path} is not a data set made by crystalface dataset: {reason}\n"
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_demo_classifies_every_real_crystal(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
