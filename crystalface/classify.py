@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -111,8 +112,14 @@ def classify(
     >>> classify(bulk("Cu", "fcc", a=3.6)).label
     'fcc'
     """
+    if isinstance(atoms, (str, bytes, os.PathLike)):
+        raise TypeError(f"classify takes ase.Atoms, not a path ({atoms!r}): read it with crystalface.read_structures, "
+                        "or classify files with crystalface.batch.classify_files")
     single = isinstance(atoms, Atoms)
     structures = [atoms] if single else list(atoms)
+    wrong = next((i for i, a in enumerate(structures) if not isinstance(a, Atoms)), None)
+    if wrong is not None:
+        raise TypeError(f"classify takes ase.Atoms; item {wrong} is a {type(structures[wrong]).__name__}")
     model = model or load_model()
     images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)

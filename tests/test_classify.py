@@ -129,6 +129,13 @@ def test_a_structure_that_breaks_a_step_unexpectedly_fails_alone(model, monkeypa
         classify(odd, model=model, workers=1)
 
 
+def test_a_path_or_anything_but_atoms_is_a_type_error_that_says_what_to_do(model, tmp_path):
+    with pytest.raises(TypeError, match="not a path .*read_structures"):
+        classify(str(tmp_path / "Cu.cif"), model=model)
+    with pytest.raises(TypeError, match="item 1 is a str"):
+        classify([CRYSTALS["Cu"].primitive(), "Fe.cif"], model=model)
+
+
 def test_a_single_failing_structure_raises_a_one_line_error(model):
     with pytest.raises(StructureError, match="lattice vectors"):
         classify(Atoms("Cu", positions=[[0, 0, 0]]), model=model)
