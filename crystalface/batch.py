@@ -703,7 +703,7 @@ def classify_files(
                 raise OSError(exc.errno, f"cannot write {out}: {exc.strerror}") from None
             writers.append(writer)
             if not append:  # a run that fails before its first records (a scheduler out of reach) leaves no file
-                stack.push(lambda kind, *_: out.unlink(missing_ok=True) if kind is not None and not written else None)
+                stack.push(lambda failed, *_: out.unlink(missing_ok=True) if failed is not None and not written else None)
             stack.callback(writer.close)
         if scheduler is not None:
             from .distributed import PART, classified_parts

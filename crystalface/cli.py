@@ -48,7 +48,8 @@ def cmd_classify(args) -> int:
         try:
             summary = classify_files(args.files, args.output, write_db=args.output_db, resume=args.resume,
                                      overwrite=args.overwrite, progress=not args.quiet, **options)
-        except (OSError, ValueError, ImportError) as exc:  # OSError: the output exists, or cannot be written
+        except (OSError, ValueError, ImportError) as exc:  # OSError: the output exists or cannot be written, a scheduler out of reach
+            # "cannot write FILE: reason" is the strerror of the OSError classify_files raises, without "[Errno N]"
             print(f"crystalface: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}", file=sys.stderr)
             return 2
         where = " and ".join(([args.output] if args.output else []) + (["the input databases"] if args.output_db else []))
