@@ -79,6 +79,19 @@ class Prediction:
         return out
 
 
+def _atoms_only(atoms, caller: str) -> list[Atoms]:
+    """``atoms`` (one ase.Atoms or a sequence of them) as a list; a TypeError that says what to do otherwise."""
+    if isinstance(atoms, (str, bytes, os.PathLike)):
+        files = "; crystalface.batch.classify_files classifies files" if caller == "classify" else ""
+        raise TypeError(f"{caller} takes ase.Atoms, not a path ({atoms!r}): read it first with ase.io.read or "
+                        f"crystalface.read_structures{files}")
+    structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+    wrong = next((i for i, a in enumerate(structures) if not isinstance(a, Atoms)), None)
+    if wrong is not None:
+        raise TypeError(f"{caller} takes ase.Atoms; item {wrong} is of type {type(structures[wrong]).__name__}")
+    return structures
+
+
 def classify(
     atoms: Atoms | Sequence[Atoms],
     model: Model | None = None,
@@ -112,14 +125,8 @@ def classify(
     >>> classify(bulk("Cu", "fcc", a=3.6)).label
     'fcc'
     """
-    if isinstance(atoms, (str, bytes, os.PathLike)):
-        raise TypeError(f"classify takes ase.Atoms, not a path ({atoms!r}): read it with crystalface.read_structures, "
-                        "or classify files with crystalface.batch.classify_files")
     single = isinstance(atoms, Atoms)
-    structures = [atoms] if single else list(atoms)
-    wrong = next((i for i, a in enumerate(structures) if not isinstance(a, Atoms)), None)
-    if wrong is not None:
-        raise TypeError(f"classify takes ase.Atoms; item {wrong} is a {type(structures[wrong]).__name__}")
+    structures = _atoms_only(atoms, "classify")
     model = model or load_model()
     images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)

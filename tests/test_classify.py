@@ -132,7 +132,7 @@ def test_a_structure_that_breaks_a_step_unexpectedly_fails_alone(model, monkeypa
 def test_a_path_or_anything_but_atoms_is_a_type_error_that_says_what_to_do(model, tmp_path):
     with pytest.raises(TypeError, match="not a path .*read_structures"):
         classify(str(tmp_path / "Cu.cif"), model=model)
-    with pytest.raises(TypeError, match="item 1 is a str"):
+    with pytest.raises(TypeError, match="item 1 is of type str"):
         classify([CRYSTALS["Cu"].primitive(), "Fe.cif"], model=model)
 
 

@@ -115,6 +115,17 @@ def test_map_cli_says_why_when_no_window_is_classified(tmp_path, capsys):
     assert exc.value.code == 2 and "must be a positive length" in capsys.readouterr().err
 
 
+def test_a_path_or_a_list_is_a_type_error_that_says_what_to_do(two_grains, model):
+    from crystalface.local import classify_clusters
+
+    with pytest.raises(TypeError, match="map_structure takes ase.Atoms, not a path .*ase.io.read"):
+        map_structure("grains.xyz", model)
+    with pytest.raises(TypeError, match="one ase.Atoms, the whole sample; got a list"):
+        map_structure([two_grains], model)
+    with pytest.raises(TypeError, match="classify_clusters takes ase.Atoms; item 1 is of type int"):
+        classify_clusters([two_grains, 3], model)
+
+
 def test_map_rejects_bad_parameters(two_grains, model):
     with pytest.raises(ValueError, match="box and stride"):
         map_structure(two_grains, model, box=0.0)
