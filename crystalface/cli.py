@@ -138,18 +138,25 @@ def cmd_fingerprint(args) -> int:
 def cmd_explain(args) -> int:
     import numpy as np
 
+    from .classify import classify
     from .explain import response_maps, save_response_maps
     from .model import load_model
 
     model = load_model(args.model)
-    done = _on_one_frame(args, lambda atoms: response_maps(model, atoms, target=args.target, top_k=args.top_k))
+    # the maps, and the prediction with its confidence: maps of a label not to be trusted should say so
+    done = _on_one_frame(args, lambda atoms: (response_maps(model, atoms, target=args.target, top_k=args.top_k),
+                                              classify(atoms, model=model)))
     if done is None:
         return 1
-    maps = done[1]
+    maps, prediction = done[1]
     save_response_maps(maps, args.output, title=f"{Path(args.file).name} [{args.index}]")
-    print(f"{maps.label} ({maps.probabilities.max():.3f}); wrote {args.output}")
+    doubt = "" if prediction.confident else f", not confident: {prediction.reason}"
+    target = "" if maps.target == maps.label else f"; maps for {maps.target}"
+    print(f"{maps.label} ({maps.probabilities.max():.3f}{doubt}){target}; wrote {args.output}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"source": args.file, "index": args.index, **maps.to_dict()}, indent=1) + "\n")
+        verdict = {"confident": prediction.confident, "score": round(float(prediction.score), 6), "reason": prediction.reason}
+        Path(args.json).write_text(json.dumps({"source": args.file, "index": args.index, **maps.to_dict(), **verdict},
+                                              indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.npz:
         np.savez_compressed(args.npz, fingerprint=maps.fingerprint, maps=maps.maps,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ase import Atoms
 from ase.io import write
 
 from crystalface.classes import CLASSES
@@ -104,6 +105,15 @@ def test_cli_writes_png_and_json(model, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads(js.read_text())
     assert record["label"] in CLASSES and [layer["n_filters"] for layer in record["layers"]] == list(FILTERS)
+    assert isinstance(record["confident"], bool) and 0 <= record["score"] <= 1 and "reason" in record
     assert np.load(npz)["maps"].shape == (6, 3, 64, 64)
     assert "wrote" in capsys.readouterr().out
     assert main(["explain", str(tmp_path / "missing.cif"), "-o", str(png)] + (["--model", str(weights)] if weights else [])) == 1
+
+
+def test_cli_says_when_the_label_it_explains_is_not_confident(tmp_path, capsys):
+    gas = tmp_path / "gas.extxyz"  # no crystal: the network still names a class, the score says not to trust it
+    write(gas, Atoms("Fe100", positions=np.random.default_rng(0).random((100, 3)) * 10, cell=[10, 10, 10], pbc=True))
+    assert main(["explain", str(gas), "-o", str(tmp_path / "gas.png")]) == 0
+    out = capsys.readouterr().out
+    assert ", not confident: " in out and "wrote" in out
