@@ -57,7 +57,7 @@ def cmd_classify(args) -> int:
         print(f"crystalface: {summary.classified} classified, {summary.failed} failed{skipped}; written to {where}",
               file=sys.stderr)
         for p in summary.failures:
-            print(f"  {p.source} [{p.index}]: {p.error}", file=sys.stderr)
+            print(f"  {_where(p)}: {p.error}", file=sys.stderr)
         if summary.failed > len(summary.failures):
             print(f"  ... and {summary.failed - len(summary.failures)} more (records with an error)", file=sys.stderr)
         return 1 if summary.failed else 0
@@ -75,7 +75,8 @@ def cmd_classify(args) -> int:
             if args.json:
                 print(json.dumps(p.to_dict()), flush=True)
             elif p.error is not None:
-                _print_table_row((fit(p.source), p.index, "-", "error: " + p.error), widths[:3] + (80,))
+                frame = "-" if p.index == _WHOLE_FILE else p.index
+                _print_table_row((fit(p.source), frame, "-", "error: " + p.error), widths[:3] + (80,))
             else:
                 ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
                 runner = f"{ranked[1][0]} ({ranked[1][1]:.3f})" if len(ranked) > 1 else ""
@@ -91,9 +92,20 @@ def cmd_classify(args) -> int:
         total = summary.classified + summary.failed
         print(f"crystalface: {len(failures)} of {total} structures could not be classified:", file=sys.stderr)
         for p in failures:
-            print(f"  {p.source} [{p.index}]: {p.error}", file=sys.stderr)
+            print(f"  {_where(p)}: {p.error}", file=sys.stderr)
         return 1
     return 0
+
+
+#: Index of a record whose whole file failed before any frame was read (:class:`crystalface.io.Entry`).
+_WHOLE_FILE = -1
+
+
+def _where(prediction) -> str:
+    """'source [frame]' of a record, or just 'source' when the whole file failed (index -1, not the last frame)."""
+    if prediction.index == _WHOLE_FILE:
+        return str(prediction.source)
+    return f"{prediction.source} [{prediction.index}]"
 
 
 def _on_one_frame(args, compute):

@@ -291,5 +291,9 @@ def _count_frames(source: str, fmt: str) -> int:
 
 
 def _index_text(frames: slice) -> str:
+    """The index as the user would have written it: '5' for a single frame (``slice(5, 6)``), else 'start:stop:step'."""
+    if frames.step in (None, 1) and frames.start is not None and (
+            frames.stop == frames.start + 1 or (frames.start == -1 and frames.stop is None)):
+        return repr(str(frames.start))
     start, stop, step = ("" if x is None else str(x) for x in (frames.start, frames.stop, frames.step))
     return repr(f"{start}:{stop}" + (f":{step}" if step else ""))

@@ -51,6 +51,15 @@ def test_classify_goes_on_after_failures_and_exits_1(files, capsys):
     assert all("\n" not in r["error"] for r in lines[:2])
 
 
+def test_a_file_that_fails_whole_is_named_without_a_frame_number(files, capsys):
+    # -1, the index of a record whose file failed before any frame, would read as ASE's "last frame"
+    assert main(["classify", "--workers", "1", "--index", "5", str(files["xyz"])]) == 1
+    out, err = capsys.readouterr()
+    row = out.splitlines()[1].split()
+    assert row[1:3] == ["-", "-"]
+    assert f"  {files['xyz']}: no structure in the file for index '5'" in err.splitlines()
+
+
 def test_classify_table(files, capsys):
     assert main(["classify", "--workers", "1", str(files["cif"])]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -184,6 +184,15 @@ def test_index_selects_frames_and_keeps_their_numbers(tmp_path, index, expected)
         assert all(len(e.atoms) == len(_structures(5)[e.index]) for e in entries)
 
 
+@pytest.mark.parametrize("index, shown", [(5, "'5'"), ("5", "'5'"), ("7:9", "'7:9'"), ("5::2", "'5::2'")])
+def test_an_index_beyond_the_file_is_named_as_given(tmp_path, index, shown):
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, _structures(2))
+    (entry,) = _entries(path, index=index)
+    assert entry.index == -1 and entry.atoms is None
+    assert entry.error == f"no structure in the file for index {shown}"
+
+
 def test_bad_index_is_rejected_at_the_call():
     with pytest.raises(ValueError, match="index"):
         read_structures("anything.xyz", index="every other")
