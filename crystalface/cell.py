@@ -19,6 +19,7 @@ must not depend on, so it is written here.
 from __future__ import annotations
 
 import itertools
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -92,8 +93,41 @@ class StructureError(ValueError):
     """A structure the method cannot handle, with the reason in one line."""
 
 
+def atoms_only(atoms, caller: str, many: bool = False) -> list[Atoms]:
+    """``atoms`` as a list of ase.Atoms; a TypeError that says what to do for anything else.
+
+    Every step of the pipeline takes structures, not files: given a path (the most common slip) it
+    says how to read it, instead of failing deep inside with "'str' object has no attribute
+    'positions'". With ``many`` a sequence of ase.Atoms is accepted too (and one Atoms is a list of one).
+
+    Examples
+    --------
+    >>> atoms_only("Cu.cif", "standard_cell")
+    Traceback (most recent call last):
+    ...
+    TypeError: standard_cell takes ase.Atoms, not a path ('Cu.cif'): read it first with ase.io.read or crystalface.read_structures
+    """
+    if isinstance(atoms, Atoms):
+        return [atoms]
+    if isinstance(atoms, (str, bytes, os.PathLike)):
+        files = "; crystalface.batch.classify_files classifies files" if caller == "classify" else ""
+        raise TypeError(f"{caller} takes ase.Atoms, not a path ({atoms!r}): read it first with ase.io.read or "
+                        f"crystalface.read_structures{files}")
+    if not many:
+        raise TypeError(f"{caller} takes one ase.Atoms, got {type(atoms).__name__}")
+    try:
+        structures = list(atoms)
+    except TypeError:
+        raise TypeError(f"{caller} takes ase.Atoms or a sequence of them, got {type(atoms).__name__}") from None
+    wrong = next((i for i, a in enumerate(structures) if not isinstance(a, Atoms)), None)
+    if wrong is not None:
+        raise TypeError(f"{caller} takes ase.Atoms; item {wrong} is of type {type(structures[wrong]).__name__}")
+    return structures
+
+
 def check_periodic(atoms: Atoms) -> None:
     """Raise :class:`StructureError` unless ``atoms`` is a periodic crystal with three lattice vectors."""
+    atoms_only(atoms, "check_periodic")
     _check_periodic(atoms)
 
 
@@ -308,6 +342,7 @@ def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
     >>> round(float(abs(np.linalg.det(lattice))), 3)  # a^3 / 4
     11.664
     """
+    atoms_only(atoms, "primitive_lattice")
     return _primitive_lattice(atoms, tol, _check_periodic(atoms))
 
 
@@ -691,6 +726,7 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     >>> len(cell), cell.info["primitive"]
     (1, True)
     """
+    atoms_only(atoms, "standard_cell")
     lattice, tol = _find_lattice(atoms, tol, _check_periodic(atoms))
     standard, rotation = standard_orientation(lattice)
     positions = atoms.positions @ rotation

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -10,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError
+from .cell import StructureError, atoms_only
 from .confidence import assess_with_reasons
 from .model import Model, load_model
 from .pipeline import compute_fingerprints
@@ -79,19 +78,6 @@ class Prediction:
         return out
 
 
-def _atoms_only(atoms, caller: str) -> list[Atoms]:
-    """``atoms`` (one ase.Atoms or a sequence of them) as a list; a TypeError that says what to do otherwise."""
-    if isinstance(atoms, (str, bytes, os.PathLike)):
-        files = "; crystalface.batch.classify_files classifies files" if caller == "classify" else ""
-        raise TypeError(f"{caller} takes ase.Atoms, not a path ({atoms!r}): read it first with ase.io.read or "
-                        f"crystalface.read_structures{files}")
-    structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
-    wrong = next((i for i, a in enumerate(structures) if not isinstance(a, Atoms)), None)
-    if wrong is not None:
-        raise TypeError(f"{caller} takes ase.Atoms; item {wrong} is of type {type(structures[wrong]).__name__}")
-    return structures
-
-
 def classify(
     atoms: Atoms | Sequence[Atoms],
     model: Model | None = None,
@@ -126,7 +112,7 @@ def classify(
     'fcc'
     """
     single = isinstance(atoms, Atoms)
-    structures = _atoms_only(atoms, "classify")
+    structures = atoms_only(atoms, "classify", many=True)
     model = model or load_model()
     images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)

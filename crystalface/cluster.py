@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError, _lengths, check_periodic
+from .cell import StructureError, _lengths, atoms_only, check_periodic
 
 __all__ = ["cluster"]
 
@@ -47,6 +47,7 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     >>> len(cluster(bulk("Cu", "fcc", a=3.6), n_atoms=256))  # 13 shells of the fcc lattice
     249
     """
+    atoms_only(atoms, "cluster")
     if n_atoms < 32:
         raise ValueError(f"n_atoms must be at least 32 for a meaningful diffraction pattern, got {n_atoms}")
     check_periodic(atoms)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from .cell import atoms_only
+
 __all__ = ["vacancies", "displace"]
 
 
@@ -19,6 +21,7 @@ def vacancies(atoms: Atoms, fraction: float, seed: int | np.random.Generator | N
     >>> len(vacancies(bulk("Cu", "fcc", a=3.6, cubic=True).repeat(4), fraction=0.25, seed=0))
     192
     """
+    atoms_only(atoms, "vacancies")
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
@@ -40,6 +43,7 @@ def displace(atoms: Atoms, sigma: float, seed: int | np.random.Generator | None 
     >>> len(moved)
     4
     """
+    atoms_only(atoms, "displace")
     if not (np.isfinite(sigma) and sigma >= 0.0):
         raise ValueError(f"sigma must be a finite non-negative number of Å, got {sigma}")
     rng = np.random.default_rng(seed)

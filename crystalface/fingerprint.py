@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .cell import StructureError
+from .cell import StructureError, atoms_only
 
 __all__ = ["DF2D", "fingerprint", "fingerprint_reference", "scattering_factors"]
 
@@ -169,6 +169,7 @@ def fingerprint_reference(atoms: Atoms, params: DF2D = DF2D()) -> np.ndarray:
     >>> image.shape, float(image.max())
     ((3, 64, 64), 1.0)
     """
+    atoms_only(atoms, "fingerprint_reference")
     pos = _centred(atoms)
     f = scattering_factors(atoms)
     q = params.q_exact().reshape(-1, 3)
@@ -215,7 +216,7 @@ def fingerprint(
     (3, 64, 64)
     """
     single = isinstance(atoms, Atoms)
-    structures = [atoms] if single else list(atoms)
+    structures = atoms_only(atoms, "fingerprint", many=True)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order}")
     images = [

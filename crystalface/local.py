@@ -30,8 +30,8 @@ from ase import Atoms
 from ase.geometry import minkowski_reduce
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-from .cell import StructureError, _accepted, _candidate_translations, _shortest_basis, standard_orientation
-from .classify import Prediction, _atoms_only
+from .cell import StructureError, _accepted, _candidate_translations, _shortest_basis, atoms_only, standard_orientation
+from .classify import Prediction
 from .confidence import score as confidence_score
 from .confidence import THRESHOLD, doubts
 from .model import Model, load_model
@@ -287,7 +287,7 @@ def classify_clusters(
     >>> classify_clusters([si])[0].label
     'diam'
     """
-    clusters = _atoms_only(clusters, "classify_clusters")
+    clusters = atoms_only(clusters, "classify_clusters", many=True)
     model = model or load_model()
     descriptor = model.descriptor
     centres = [None] * len(clusters) if centres is None else list(centres)

@@ -26,8 +26,7 @@ from ase import Atoms
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
-from .cell import StructureError
-from .classify import _atoms_only
+from .cell import StructureError, atoms_only
 from .confidence import THRESHOLD
 from .confidence import score as confidence_score
 from .model import Model, load_model
@@ -305,9 +304,7 @@ def map_structure(
     >>> result.counts()
     {'fcc': 864}
     """
-    if not isinstance(atoms, Atoms):  # one sample: a list or a path is a mistake to name
-        _atoms_only(atoms, "map_structure")
-        raise TypeError(f"map_structure takes one ase.Atoms, the whole sample; got a {type(atoms).__name__}")
+    atoms_only(atoms, "map_structure")  # one sample: a list or a path is a mistake to name
     if not (box > 0 and stride > 0):
         raise ValueError(f"box and stride must be positive lengths in Å, got box={box}, stride={stride}")
     if len(atoms) == 0:

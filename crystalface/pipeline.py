@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from .cell import StructureError, standard_cell
+from .cell import StructureError, atoms_only, standard_cell
 from .cluster import _cluster
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
@@ -87,6 +87,7 @@ class Descriptor:
 
     def __call__(self, atoms: Atoms) -> np.ndarray:
         """Fingerprint of one periodic structure, (3, n, n)."""
+        atoms_only(atoms, "Descriptor")
         return self.fingerprints([self.cluster(atoms)])[0]
 
 
@@ -146,7 +147,7 @@ def compute_fingerprints(
     Parameters
     ----------
     structures : sequence of ase.Atoms
-        Periodic structures.
+        Periodic structures (one ase.Atoms is a sequence of one).
     descriptor : Descriptor
         Pipeline parameters.
     transform : callable, optional
@@ -174,7 +175,7 @@ def compute_fingerprints(
     >>> images.shape, errors
     ((2, 3, 64, 64), [None, None])
     """
-    structures = list(structures)
+    structures = atoms_only(structures, "compute_fingerprints", many=True)
     workers = workers or os.cpu_count() or 1
     chunks = [structures[i : i + chunk_size] for i in range(0, len(structures), chunk_size)]
     bar = tqdm(total=len(structures), desc=desc, unit="structure", disable=not progress, leave=False)

@@ -6,7 +6,7 @@ import numpy as np
 from ase import Atoms
 from scipy.spatial import cKDTree
 
-from .cell import StructureError, _lengths
+from .cell import StructureError, _lengths, atoms_only
 
 __all__ = ["nearest_neighbour_distance", "scale", "SCALINGS"]
 
@@ -93,6 +93,7 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "shell") -> float:
     >>> round(nearest_neighbour_distance(cluster(bulk("Cu", "fcc", a=3.6))), 4)  # a / sqrt(2)
     2.5456
     """
+    atoms_only(atoms, "nearest_neighbour_distance")
     if method not in SCALINGS:
         raise ValueError(f"method must be one of {SCALINGS}, got {method!r}")
     if len(atoms) < 2:
@@ -128,6 +129,7 @@ def scale(atoms: Atoms, method: str = "shell") -> Atoms:
     >>> round(scaled.info["nn_distance"], 4)
     2.5456
     """
+    atoms_only(atoms, "scale")
     d = nearest_neighbour_distance(atoms, method)
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions / d, pbc=False)
     out.info.update(atoms.info)

@@ -66,7 +66,8 @@ def assert_refused(model_path, capsys, bad, good, reason, index=0):
     assert record["source"] == str(bad) and record["index"] == index
     assert reason in record["error"] and "\n" not in record["error"]
     assert err[0] == "crystalface: 1 of 2 structures could not be classified:"
-    assert err[1:] == [f"  {bad} [{index}]: {record['error']}"]
+    where = f"{bad}" if index == -1 else f"{bad} [{index}]"  # -1: the whole file, no frame number
+    assert err[1:] == [f"  {where}: {record['error']}"]
     assert_good_classified(records[1], good)
     return record
 

@@ -9,8 +9,11 @@ import pytest
 from ase import Atoms
 from ase.io import write
 
+import crystalface
 from crystalface import Prediction, StructureError, classify, displace, read_structures, vacancies
+from crystalface.cell import check_periodic
 from crystalface.examples import REAL_CRYSTALS, random_rotation, supercell_near
+from crystalface.scaling import nearest_neighbour_distance
 
 CRYSTALS = {c.name: c for c in REAL_CRYSTALS}
 
@@ -134,6 +137,29 @@ def test_a_path_or_anything_but_atoms_is_a_type_error_that_says_what_to_do(model
         classify(str(tmp_path / "Cu.cif"), model=model)
     with pytest.raises(TypeError, match="item 1 is of type str"):
         classify([CRYSTALS["Cu"].primitive(), "Fe.cif"], model=model)
+
+
+STEPS = {  # every public step of the pipeline, called as a newcomer would
+    "standard_cell": lambda a: crystalface.standard_cell(a), "primitive_lattice": lambda a: crystalface.primitive_lattice(a),
+    "check_periodic": lambda a: check_periodic(a), "cluster": lambda a: crystalface.cluster(a),
+    "scale": lambda a: crystalface.scale(a), "nearest_neighbour_distance": lambda a: nearest_neighbour_distance(a),
+    "fingerprint": lambda a: crystalface.fingerprint(a), "fingerprint_reference": lambda a: crystalface.fingerprint_reference(a),
+    "displace": lambda a: crystalface.displace(a, 0.1), "vacancies": lambda a: crystalface.vacancies(a, 0.1),
+    "Descriptor": lambda a: crystalface.Descriptor()(a), "compute_fingerprints": lambda a: crystalface.compute_fingerprints(a, workers=1),
+}
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_every_step_given_a_path_says_to_read_it_first(step, tmp_path):
+    # was AttributeError: 'str' object has no attribute 'positions' (or, for compute_fingerprints, one error per character)
+    with pytest.raises(TypeError, match=f"^{step} takes ase.Atoms, not a path .*ase.io.read"):
+        STEPS[step](str(tmp_path / "Cu.cif"))
+
+
+@pytest.mark.parametrize("step", ["fingerprint", "compute_fingerprints"])
+def test_steps_that_take_many_structures_name_the_item_that_is_not_atoms(step):
+    with pytest.raises(TypeError, match=f"^{step} takes ase.Atoms; item 1 is of type dict"):
+        STEPS[step]([CRYSTALS["Cu"].primitive(), {}])
 
 
 def test_a_single_failing_structure_raises_a_one_line_error(model):

@@ -120,7 +120,7 @@ def test_a_path_or_a_list_is_a_type_error_that_says_what_to_do(two_grains, model
 
     with pytest.raises(TypeError, match="map_structure takes ase.Atoms, not a path .*ase.io.read"):
         map_structure("grains.xyz", model)
-    with pytest.raises(TypeError, match="one ase.Atoms, the whole sample; got a list"):
+    with pytest.raises(TypeError, match="map_structure takes one ase.Atoms, got list"):
         map_structure([two_grains], model)
     with pytest.raises(TypeError, match="classify_clusters takes ase.Atoms; item 1 is of type int"):
         classify_clusters([two_grains, 3], model)
