@@ -1,8 +1,8 @@
-"""Speed of the DF-2D kernels: the reference direct sum against the batched production kernel.
+"""Speed of the DF-2D kernels: the reference direct sum against the production kernel.
 
 Both kernels run on the ~256-atom clusters of the seven class prototypes (standard_cell -> cluster ->
-scale). The production kernel gets them as one batched call over ``--copies`` copies of each
-(7 x 16 = 112 structures by default, ``--batch-size`` as in ``crystalface.fingerprint`` unless given); the
+scale). The production kernel gets them in one call over ``--copies`` copies of each
+(7 x 16 = 112 structures by default; it computes them one at a time, batched over orientations); the
 reference kernel computes one of each.
 The agreement of the two (max |difference|, Pearson correlation) is measured on the same clusters.
 
@@ -14,7 +14,6 @@ writes ``<output>.json`` (every number, the parameters and the machine) and ``<o
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -37,9 +36,6 @@ import torch  # noqa: E402
 
 import crystalface  # noqa: E402
 from crystalface import DF2D, cluster, fingerprint, fingerprint_reference, scale, standard_cell  # noqa: E402
-
-#: The production kernel's own default batch size.
-_DEFAULT_BATCH = inspect.signature(fingerprint).parameters["batch_size"].default
 
 #: One prototype per class (AFLOW prototype library, as in /work/shared/data/prototypes).
 PROTOTYPES = {
@@ -102,11 +98,11 @@ def run(args) -> dict:
     clusters = load_clusters(Path(args.data), args.n_atoms)
     structures = [atoms for atoms in clusters.values() for _ in range(args.copies)]
 
-    production_times = timed(lambda: fingerprint(structures, params, batch_size=args.batch_size), args.repeats)
+    production_times = timed(lambda: fingerprint(structures, params), args.repeats)
     reference_times = timed(lambda: [fingerprint_reference(atoms, params) for atoms in clusters.values()],
                             args.repeats)
 
-    fast = fingerprint(list(clusters.values()), params, batch_size=args.batch_size)
+    fast = fingerprint(list(clusters.values()), params)
     agreement = {}
     for image, (label, atoms) in zip(fast, clusters.items()):
         exact = fingerprint_reference(atoms, params)
@@ -130,7 +126,6 @@ def run(args) -> dict:
             "df2d": params.to_dict(),
             "n_atoms_target": args.n_atoms,
             "copies_per_class": args.copies,
-            "batch_size": args.batch_size,
             "repeats": args.repeats,
             "timing": "best of the repeats after one warm-up call; structures/s = structures / seconds",
         },
@@ -178,7 +173,7 @@ def markdown(result: dict) -> str:
         "|---|---:|---:|---:|",
         f"| reference (`fingerprint_reference`, float64 direct sum, one by one) | {r['structures_per_call']} | "
         f"{r['structures_per_second']:.2f} | {r['ms_per_structure']:.1f} |",
-        f"| production (`fingerprint`, batch_size={p['batch_size']}) | {f['structures_per_call']} | "
+        f"| production (`fingerprint`) | {f['structures_per_call']} | "
         f"{f['structures_per_second']:.2f} | {f['ms_per_structure']:.1f} |",
         "",
         f"**Speed-up: {result['speedup']:.1f}x.**",
@@ -199,15 +194,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per kernel (best is reported)")
     parser.add_argument("--copies", type=int, default=16, help="copies of each class cluster in the production batch")
-    parser.add_argument("--batch-size", type=int, default=_DEFAULT_BATCH,
-                        help=f"clusters per kernel call (default {_DEFAULT_BATCH}, as crystalface.fingerprint)")
     parser.add_argument("--n-atoms", type=int, default=256, help="target cluster size")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "prototypes"),
                         help="folder of the AFLOW prototype geometry.in files")
     parser.add_argument("--output", default="benchmarks/fingerprint_speed", help="writes <output>.json and <output>.md")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.copies < 1 or args.batch_size < 1:
-        parser.error("--repeats, --copies and --batch-size must be at least 1")
+    if args.repeats < 1 or args.copies < 1:
+        parser.error("--repeats and --copies must be at least 1")
     if not Path(args.data).is_dir():
         parser.error(f"prototype folder not found: {args.data}")
 

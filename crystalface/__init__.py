@@ -11,7 +11,7 @@ The pipeline, one public function per step::
 'bcc'
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 from .cell import StructureError, primitive_lattice, standard_cell
 from .classes import CLASSES

@@ -18,8 +18,10 @@ Two kernels compute it:
   q(u, v) of the pixel at (u, v) = (x, y) / D is close to a sum a(u) + b(v) of a part that depends on
   the pixel column only and one that depends on the row only (least squares over the kept pixels),
   and then exp(i q . r) = exp(i a(u) . r) * exp(i b(v) . r) factorises. The amplitude of one
-  orientation is one complex matrix product, (64 x N) @ (N x 64), batched over structures and
-  orientations. The small rest d = q - a(u) - b(v) (at most ~0.02 / Å) is put back to first order,
+  orientation is one complex matrix product, (64 x N) @ (N x 64), batched over orientations, one
+  structure at a time (so a structure's fingerprint never depends on the others given with it:
+  padding a batch to its largest cluster changes the length of the sums and, with it, their
+  rounding). The small rest d = q - a(u) - b(v) (at most ~0.02 / Å) is put back to first order,
   exp(i d.r) ~ 1 + i d.r, which only adds weighted columns to the same product. The +45 degree
   pattern about z is the -45 degree one turned by a quarter on the detector, so five orientations
   are summed, not six.
@@ -27,6 +29,7 @@ Two kernels compute it:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -185,7 +188,7 @@ def fingerprint_reference(atoms: Atoms, params: DF2D = DF2D()) -> np.ndarray:
 def fingerprint(
     atoms: Atoms | Sequence[Atoms],
     params: DF2D = DF2D(),
-    batch_size: int = 8,
+    batch_size: int | None = None,
     order: int = 1,
 ) -> np.ndarray:
     """DF-2D of one cluster or a batch of clusters, with the fast factorised kernel.
@@ -196,10 +199,12 @@ def fingerprint(
         Finite cluster(s), usually scaled by :func:`crystalface.scale`.
     params : DF2D
         Descriptor parameters.
-    batch_size : int
-        Clusters computed together. Small batches keep the working set (~1 MB per cluster of 256
-        atoms) in the CPU cache: 32 and more are slower; 8 is as fast as 2-16 on one thread and
-        the fastest on two (benchmarks/fingerprint_speed.md).
+    batch_size : None
+        Deprecated and ignored since 0.1.1: every cluster is computed alone, so that its
+        fingerprint is bit for bit the same whatever else is in the list (batches of 8, padded to
+        their largest cluster, changed the rounding of the sums: up to 4e-7 in a pixel, and with it
+        the last digits of a probability, depending on where a batch job cut its chunks). One at a
+        time is also 5-10 % faster on one thread, as fast on two (benchmarks/fingerprint_speed.md).
     order : int
         Order (0 or 1) of the expansion of the rest between the exact q and its separable part.
 
@@ -219,12 +224,13 @@ def fingerprint(
     structures = atoms_only(atoms, "fingerprint", many=True)
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order}")
-    images = [
-        _fingerprint_batch(structures[i : i + batch_size], params, order)
-        for i in range(0, len(structures), batch_size)
-    ]
+    if batch_size is not None:
+        warnings.warn("fingerprint(batch_size=...) is ignored since crystalface 0.1.1: every cluster is computed "
+                      "alone, so that its fingerprint does not depend on the others", FutureWarning, stacklevel=2)
     n = params.n_pixels
-    result = np.concatenate(images) if images else np.zeros((0, 3, n, n), np.float32)
+    result = np.zeros((len(structures), 3, n, n), np.float32)
+    for i, cluster in enumerate(structures):
+        result[i] = _fingerprint_one(cluster, params, order)
     return result[0] if single else result
 
 
@@ -281,14 +287,12 @@ def _pixel_coefficients(params: DF2D, order: int) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(coef.real).to(torch.float32), torch.from_numpy(coef.imag).to(torch.float32)
 
 
-def _fingerprint_batch(structures: list[Atoms], params: DF2D, order: int) -> np.ndarray:
-    n_max = max(len(a) for a in structures)
-    b = len(structures)
-    pos = np.zeros((b, n_max, 3))
-    f = np.zeros((b, n_max))
-    for i, a in enumerate(structures):
-        pos[i, : len(a)] = _centred(a)
-        f[i, : len(a)] = scattering_factors(a)
+def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
+    """DF-2D (3, n, n) of one cluster. The arrays keep a leading batch axis of one (B = 1)."""
+    n_max = len(atoms)
+    b = 1
+    pos = _centred(atoms)[None]
+    f = scattering_factors(atoms)[None]
     rot = params.rotations().reshape(6, 3, 3)
     turns = _detector_turns(params.angle)
     if turns is not None:  # the +angle pattern about z is the -angle one turned: five sums, not six
@@ -334,4 +338,4 @@ def _fingerprint_batch(structures: list[Atoms], params: DF2D, order: int) -> np.
     if turns is not None:
         intensity = torch.cat([intensity, torch.rot90(intensity[:, 4:5], -turns, dims=(-2, -1))], 1)
     intensity = intensity.reshape(b, 3, 2, n, n).sum(2)
-    return _finish(intensity.double().numpy(), params)
+    return _finish(intensity.double().numpy(), params)[0]
