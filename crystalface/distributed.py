@@ -1,15 +1,18 @@
 """Many structures on a cluster: the batch job of :mod:`crystalface.batch` run as tasks on Dask workers.
 
-The input is cut into parts of about :data:`PART` structures: an ASE database by row-id range; a
+The input is cut into parts of at most :data:`PART` structures: an ASE database by row-id range; a
 file over :data:`SPLIT_BYTES` by frame range, once a worker has counted its frames; small
-files whole, several per part. Each task reads its own part (the files must be at the same
+files whole, several per part. An extended XYZ file is counted by its framing alone, noting where
+every :data:`MIN_PART`-th frame starts, so each part seeks to its first frame; a frame that then
+cannot be parsed ends the file there, as in a local run: the parts after it are dropped. Each task reads its own part (the files must be at the same
 absolute paths on every worker: a shared file system), classifies it with the same function as a
 local run and returns the Predictions; this process writes them in input order through the same
 writers, with the same resume logic. At most ``2 x worker threads`` parts are in flight, so memory
 stays bounded here and on the workers.
 
-Results are identical to the local run: the reading is the same (a file whose frames cannot all be
-read, so cannot be counted, is read whole, exactly as locally) and a structure's record does not
+Results are identical to the local run: the reading is the same (a file that cannot be counted is
+read whole; the records of a file split into parts stop at its first unreadable frame, exactly as
+locally) and a structure's record does not
 depend on the other structures of its part (:mod:`crystalface.batch`). Identical means on
 workers with the same hardware and library versions as the local run.
 
@@ -30,7 +33,7 @@ from .batch import (
     _renamed, _row_ids,
 )
 from .classify import Prediction
-from .io import read_structures
+from .io import _extxyz_frame_offsets, _read_file, read_structures
 from .model import Model, load_model
 
 __all__ = ["PART", "SPLIT_BYTES", "classified_parts"]
@@ -57,6 +60,7 @@ class _Piece:
     start: int | None = None
     stop: int | None = None
     done: tuple[tuple[int, int], ...] = ()  # runs of indices already in the output
+    at: tuple[int, int] | None = None  # extended XYZ: (frame, byte offset) at or before start, to seek to
 
 
 _MODELS: dict = {}
@@ -75,15 +79,21 @@ def _piece_entries(piece: _Piece, index, format: str | None, skip_marked: bool, 
     if piece.kind == "rows":
         return _database_entries(piece.path, piece.source, piece.start, piece.stop, skip_marked, tally)
     if piece.kind == "frames":
-        return (_renamed(e, piece.source) for e in read_structures(piece.path, slice(piece.start, piece.stop), format))
+        return (_renamed(e, piece.source) for e in _read_file(piece.path, slice(piece.start, piece.stop), format, piece.at))
     return _file_entries(piece.path, piece.source, index, format, skip_marked, tally)
 
 
 def _run_part(pieces: Sequence[_Piece], model_ref, index, format, skip_marked: bool, chunk: int = CHUNK):
-    """Task: read the pieces, skip what is done, classify; returns ([(Prediction, row id)], skipped)."""
+    """Task: read the pieces, skip what is done, classify.
+
+    Returns ([(Prediction, row id)], skipped, ended): ``ended`` is True when the reading of a frame
+    range stopped at a frame that could not be read (its record is the last one): the file ends
+    there, and the parts after it are not wanted.
+    """
     model = _worker_model(model_ref)
     tally = _Tally()
     out, entries = [], []
+    ended = False
 
     def flush():
         out.extend(zip(_classify_entries(entries, model), _row_ids(entries)))
@@ -91,6 +101,7 @@ def _run_part(pieces: Sequence[_Piece], model_ref, index, format, skip_marked: b
 
     for piece in pieces:
         for entry in _piece_entries(piece, index, format, skip_marked, tally):
+            ended |= piece.kind == "frames" and not entry.ok
             if _in_runs(piece.done, entry.index):
                 tally.skipped += 1
                 continue
@@ -98,17 +109,30 @@ def _run_part(pieces: Sequence[_Piece], model_ref, index, format, skip_marked: b
             if len(entries) == chunk:
                 flush()
     flush()
-    return out, tally.skipped
+    return out, tally.skipped, ended
 
 
-def _count_frames(path: str, format: str | None) -> int | None:
-    """Task: number of frames of a file, or None when a frame cannot be read (the file then goes whole)."""
+def _count_frames(path: str, format: str | None, every: int) -> tuple[int, list[int]] | None:
+    """Task: number of frames of a file and, for extended XYZ, the byte offset of every ``every``-th
+    frame; None when it cannot be counted (the file then goes whole).
+
+    Extended XYZ is counted by its framing (:func:`crystalface.io._extxyz_frame_offsets`, no frame
+    parsed); a frame that cannot be parsed is found by the part that reads it. Other formats are
+    read through, and a frame that cannot be read sends the file whole.
+    """
+    from ase.io.formats import filetype
+
+    try:
+        if (format or filetype(path)) == "extxyz":
+            return _extxyz_frame_offsets(path, every)
+    except Exception:  # noqa: BLE001 - unreadable, or not countable by framing: the whole-file task reports it
+        return None
     count = 0
     for entry in read_structures(path, format=format):
         if not entry.ok:
             return None
         count += 1
-    return count
+    return count, []
 
 
 def _id_range(path: str) -> tuple[int, int] | None:
@@ -143,35 +167,40 @@ def _part_size(n: int, part: int, threads: int) -> int:
 
 
 def _plan(client, paths, index, format, part: int, done: _Done, tally: _Tally,
-          threads: int = 1) -> Iterator[list[_Piece]]:
-    """The parts, in input order; frame counts of large files are asked of the workers ahead of time.
+          threads: int = 1) -> Iterator[tuple[int | None, list[_Piece]]]:
+    """The parts, in input order, as (file, pieces); frame counts of large files are asked of the
+    workers ahead of time.
 
     A database or a file split by frames is cut into parts of :func:`_part_size` structures for the
-    ``threads`` worker threads of the cluster; small files go whole, several to a part.
+    ``threads`` worker threads of the cluster; small files go whole, several to a part. ``file`` is
+    the position in ``paths`` of a file split by frames (its parts end where one of them finds an
+    unreadable frame), else None.
     """
     whole = _all_frames(index)
+    every = MIN_PART  # offsets of every this-many frames: the start of any part is at most this far after one
     counts = {}
     if whole:
         for source in dict.fromkeys(paths):
             if _size(source) > SPLIT_BYTES and not _is_database(source, format):
-                counts[source] = client.submit(_count_frames, os.path.abspath(source), format, priority=1, pure=False)
+                counts[source] = client.submit(_count_frames, os.path.abspath(source), format, every, priority=1, pure=False)
     group: list[_Piece] = []
     group_bytes = 0
-    for source in paths:
+    for position, source in enumerate(paths):
         path = os.path.abspath(source)
         if whole and _is_database(source, format) and (ids := _id_range(source)) is not None:
             if group:
-                yield group
+                yield None, group
                 group, group_bytes = [], 0
             size = _part_size(ids[1] - ids[0] + 1, part, threads)
             for start in range(ids[0], ids[1] + 1, size):
-                yield [_Piece(source, path, "rows", start, start + size, done.runs(source))]
+                yield None, [_Piece(source, path, "rows", start, start + size, done.runs(source))]
             continue
         future = counts.get(source)
-        n_frames = future.result() if future is not None else None
-        if n_frames is not None:
+        counted = future.result() if future is not None else None
+        if counted is not None:
+            n_frames, offsets = counted
             if group:
-                yield group
+                yield None, group
                 group, group_bytes = [], 0
             size = _part_size(n_frames, part, threads)
             for start in range(0, n_frames, size):
@@ -179,15 +208,16 @@ def _plan(client, paths, index, format, part: int, done: _Done, tally: _Tally,
                 if done.covers(source, start, stop):
                     tally.skipped += stop - start
                 else:
-                    yield [_Piece(source, path, "frames", start, stop, done.runs(source))]
+                    at = (start // every * every, offsets[start // every]) if offsets else None
+                    yield position, [_Piece(source, path, "frames", start, stop, done.runs(source), at)]
             continue
         group.append(_Piece(source, path, "whole", done=done.runs(source)))
         group_bytes += _size(source)
         if len(group) >= part or group_bytes >= SPLIT_BYTES:
-            yield group
+            yield None, group
             group, group_bytes = [], 0
     if group:
-        yield group
+        yield None, group
 
 
 @contextmanager
@@ -251,20 +281,27 @@ def classified_parts(
         threads = sum(client.nthreads().values())
         window = max(4, 2 * threads)
         pending: deque = deque()
+        ended: set[int] = set()  # files (positions in paths) whose reading stopped at a frame that could not be read
         try:
-            for pieces in _plan(client, paths, index, format, part, done, tally, threads):
-                pending.append(client.submit(_run_part, pieces, model, index, format, skip_marked, pure=False))
+            for split, pieces in _plan(client, paths, index, format, part, done, tally, threads):
+                pending.append((client.submit(_run_part, pieces, model, index, format, skip_marked, pure=False), split))
                 if len(pending) >= window:
-                    yield _collect(pending.popleft(), tally)
+                    yield from _collect(*pending.popleft(), tally, ended)
             while pending:
-                yield _collect(pending.popleft(), tally)
+                yield from _collect(*pending.popleft(), tally, ended)
         finally:
             if pending:
-                client.cancel(list(pending))
+                client.cancel([future for future, _ in pending])
 
 
-def _collect(future, tally: _Tally) -> list[tuple[Prediction, int | None]]:
-    pairs, skipped = future.result()
+def _collect(future, split: int | None, tally: _Tally, ended: set) -> Iterator[list[tuple[Prediction, int | None]]]:
+    """The records of a part (none when it lies after the frame its file stopped at)."""
+    if split in ended:  # a local run stops reading a file at its first unreadable frame
+        future.cancel()
+        return
+    pairs, skipped, stopped = future.result()
     future.release()
     tally.skipped += skipped
-    return pairs
+    if stopped:
+        ended.add(split)
+    yield pairs

@@ -101,9 +101,31 @@ def test_a_file_is_cut_so_that_every_worker_thread_gets_several_parts(tmp_path, 
     write(path, [random_rotation(REAL_CRYSTALS[0].primitive(), seed=i) for i in range(200)], format="extxyz")
     monkeypatch.setattr(cfd, "SPLIT_BYTES", 0)
     plan = list(cfd._plan(_InThisProcess(), [str(path)], ":", None, cfd.PART, cfd._Done(), cfd._Tally(), threads=2))
-    assert [(p.kind, p.start, p.stop) for (p,) in plan] == [("frames", 0, 64), ("frames", 64, 128), ("frames", 128, 192),
-                                                          ("frames", 192, 200)]
+    assert [(file, p.kind, p.start, p.stop) for file, (p,) in plan] == [(0, "frames", 0, 64), (0, "frames", 64, 128),
+                                                                      (0, "frames", 128, 192), (0, "frames", 192, 200)]
     many = list(cfd._plan(_InThisProcess(), [str(path)], ":", None, cfd.PART, cfd._Done(), cfd._Tally(), threads=64))
     assert len(many) == 4  # never below MIN_PART structures a part
     few = list(cfd._plan(_InThisProcess(), [str(path)], ":", None, 50, cfd._Done(), cfd._Tally(), threads=2))
-    assert [p.stop - p.start for (p,) in few] == [50] * 4  # nor above the part asked for
+    assert [p.stop - p.start for _, (p,) in few] == [50] * 4  # nor above the part asked for
+
+
+def test_a_split_file_stops_at_its_first_unreadable_frame_as_locally(tmp_path, scheduler, monkeypatch):
+    # counted by framing only, the file is split although frame 6 cannot be parsed: the part that
+    # reads it ends with its error record, and the parts after it are dropped, as a local run stops there
+    path = tmp_path / "broken.extxyz"
+    write(path, _frames(), format="extxyz")
+    lines = path.read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip().isdigit()]
+    lines[starts[6] + 2] = "Cu 0.0 not-a-number 0.0\n"
+    path.write_text("".join(lines))
+    monkeypatch.setattr(cfd, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(cfd, "MIN_PART", 2)  # parts of 2 frames, each seeking to an offset of its own
+    plan = list(cfd._plan(_InThisProcess(), [str(path)], ":", None, 5, cfd._Done(), cfd._Tally(), threads=2))
+    assert [(p.start, p.stop, p.at[0]) for _, (p,) in plan] == [(s, min(s + 2, 13), s) for s in range(0, 13, 2)]
+    local, remote = tmp_path / "local.jsonl", tmp_path / "dask.jsonl"
+    twice = [str(path)] * 2  # the second time, the file is read again up to its broken frame
+    summary_local = classify_files(twice, local, workers=1)
+    summary = classify_files(twice, remote, scheduler=scheduler, part=5)
+    assert (summary.classified, summary.failed) == (summary_local.classified, summary_local.failed) == (10, 4)  # + the molecule
+    assert remote.read_bytes() == local.read_bytes()
+    assert local.read_text().splitlines()[-1].startswith('{"source": "' + str(path) + '", "index": 6, "error": "parse error')

@@ -10,7 +10,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from crystalface.io import Entry, read_structures
+from crystalface.io import Entry, _extxyz_frame_offsets, _extxyz_frames, _read_file, read_structures
 
 
 def _structures(n: int) -> list[Atoms]:
@@ -288,3 +288,39 @@ def test_an_impossible_atom_count_is_a_parse_error_not_a_hang(tmp_path):
     entries = _entries(path)
     assert [(e.index, e.ok) for e in entries] == [(0, True), (1, False)]
     assert entries[1].error.startswith("parse error")
+
+
+@pytest.mark.parametrize("name", ["frames.xyz", "frames.xyz.gz", "vec.xyz"])
+def test_frame_offsets_let_a_reader_start_at_any_counted_frame(tmp_path, name):
+    """The framing count (no frame parsed) agrees with the reader, and reading from an offset gives the same frames."""
+    path = tmp_path / name
+    if name == "vec.xyz":
+        path.write_text("".join(f"2\nframe {i}\nSi 0 0 0\nSi 1.36 1.36 1.{i}\nVEC1 5.44 0 0\nVEC2 0 5.44 0\nVEC3 0 0 5.44\n"
+                                for i in range(7)))
+    else:
+        ase.io.write(path, _structures(7), format="extxyz")
+    every = _entries(path)
+    n, offsets = _extxyz_frame_offsets(str(path), 3)
+    assert n == len(every) == 7 and len(offsets) == 3 and offsets[0] == 0
+    for k, offset in enumerate(offsets):
+        first = 3 * k
+        for start in [s for s in (first, first + 1) if s < n]:
+            seeked = list(_read_file(str(path), slice(start, start + 2), None, at=(first, offset)))
+            assert [e.index for e in seeked] == list(range(start, min(start + 2, n)))
+            _same_frames(seeked, ase.io.read(path, f"{start}:{start + 2}", format="extxyz"))
+
+
+def test_frame_offsets_raise_where_the_reader_does(tmp_path):
+    from ase.io.extxyz import XYZError
+
+    path = tmp_path / "frames.xyz"
+    ase.io.write(path, _structures(3))
+    good = path.read_text()
+    for tail in ("three\nnot a frame\n", "5\ncomment\nCu 0 0 0\n"):  # a header that is no number; a frame cut short
+        path.write_text(good + tail)
+        with pytest.raises(XYZError):
+            _extxyz_frame_offsets(str(path))
+        with pytest.raises(XYZError):
+            list(_extxyz_frames(str(path)))
+    path.write_text(good + "\n\nanything after a blank line is not read\n")
+    assert _extxyz_frame_offsets(str(path))[0] == 3 == len(_entries(path))
