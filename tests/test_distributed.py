@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -129,3 +130,19 @@ def test_a_split_file_stops_at_its_first_unreadable_frame_as_locally(tmp_path, s
     assert (summary.classified, summary.failed) == (summary_local.classified, summary_local.failed) == (10, 4)  # + the molecule
     assert remote.read_bytes() == local.read_bytes()
     assert local.read_text().splitlines()[-1].startswith('{"source": "' + str(path) + '", "index": 6, "error": "parse error')
+
+
+def test_the_workers_allocator_is_set_back_for_large_arrays(inputs, tmp_path, scheduler):
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which made every array over 128 kB a
+    # fresh mmap: each structure 30-45 % slower than in the local pool (benchmarks/dask_local.md)
+    import platform
+
+    from distributed import Client
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    classify_files(inputs[:1], tmp_path / "out.jsonl", scheduler=scheduler, part=5)
+    with Client(scheduler) as client:
+        states = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), dict(cfd._ALLOCATOR), bool(cfd._MODELS)))
+    worked = [state[:2] for state in states.values() if state[2]]  # the workers that ran a part
+    assert worked and all(state == ("65536", {"tuned": True}) for state in worked), states
