@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from ase import Atoms
 
 from .cell import StructureError, atoms_only
 from .confidence import assess_with_reasons
-from .model import Model, load_model
 from .pipeline import compute_fingerprints
+
+if TYPE_CHECKING:  # the model module imports PyTorch: imported when a structure is classified
+    from .model import Model
 
 __all__ = ["Prediction", "classify"]
 
@@ -113,7 +115,10 @@ def classify(
     """
     single = isinstance(atoms, Atoms)
     structures = atoms_only(atoms, "classify", many=True)
-    model = model or load_model()
+    if model is None:
+        from .model import load_model
+
+        model = load_model()
     images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)
     ok = [i for i, e in enumerate(errors) if e is None]

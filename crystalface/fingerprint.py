@@ -32,11 +32,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from ase import Atoms
+
+if TYPE_CHECKING:
+    import torch
 
 from .cell import StructureError, atoms_only
 
@@ -284,11 +286,15 @@ def _pixel_coefficients(params: DF2D, order: int) -> tuple[torch.Tensor, torch.T
     a, b = _separable_q(params)
     d = params.q_exact() - (a[None, :, :] + b[:, None, :])
     coef = np.stack([np.ones(d.shape[:2], dtype=complex) if not t else 1j * d[..., t[0]] for t in _TERMS[order]])
+    import torch  # here, not at the top: what only describes a fingerprint (DF2D) does not need PyTorch
+
     return torch.from_numpy(coef.real).to(torch.float32), torch.from_numpy(coef.imag).to(torch.float32)
 
 
 def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
     """DF-2D (3, n, n) of one cluster. The arrays keep a leading batch axis of one (B = 1)."""
+    import torch
+
     n_max = len(atoms)
     b = 1
     pos = _centred(atoms)[None]

@@ -140,3 +140,30 @@ def test_demo_classifies_every_real_crystal(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "24 of 24 right" in out
+
+
+def test_help_and_import_do_not_load_pytorch():
+    # `crystalface --help` and usage errors took ~2 s, all of it importing PyTorch
+    import subprocess
+    import sys
+
+    code = "import sys, crystalface; from crystalface.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_every_public_name_is_what_it_says_once_every_module_is_imported():
+    # a submodule import binds its name on the package: `crystalface.cluster` must stay the function
+    import importlib
+    import pkgutil
+    import types
+
+    import crystalface
+
+    for module in pkgutil.iter_modules(crystalface.__path__, "crystalface."):
+        importlib.import_module(module.name)
+    for name in crystalface.__all__:
+        assert not isinstance(getattr(crystalface, name), types.ModuleType), name
+    assert callable(crystalface.load_model) and issubclass(crystalface.ModelError, Exception)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        crystalface.nothing  # noqa: B018
