@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         "results": results,
     }
     target = Path(args.output)
-    target.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    named = lambda suffix: target.with_name(target.name + suffix)  # noqa: E731 - "memory_0.1.1" keeps its dots
+    named(".json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["# Peak memory of a streaming run", "", f"`{out['command']}` — {out['date']}, {out['machine']['platform']}, "
              f"{out['machine']['cpus']} CPUs", "", f"{out['structures']}; `crystalface classify FILE -o labels.jsonl "
              f"--workers {args.workers}`; peak of the summed RSS of the process tree, sampled every 0.1 s.", "",
@@ -128,9 +129,9 @@ def main(argv=None) -> int:
              "|---:|---:|---:|---:|---:|---:|",
              *[f"| {n} | {r['file_mb']} | {r['seconds']} | {r['structures_per_second']} | {r['peak_rss_mb_process_tree']} "
                f"| {r['growth_mb_second_to_last_tenth']:+} |" for n, r in results.items()],
-             "", f"![RSS over the run]({target.with_suffix('.png').name})", ""]
-    plot(results, target.with_suffix(".png"))
-    target.with_suffix(".md").write_text("\n".join(lines))
+             "", f"![RSS over the run]({named('.png').name})", ""]
+    plot(results, named(".png"))
+    named(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
