@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError, _lengths, atoms_only, check_periodic
+from .cell import StructureError, _check_periodic, _lengths, atoms_only
 
 __all__ = ["cluster"]
 
@@ -50,7 +50,7 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     atoms_only(atoms, "cluster")
     if n_atoms < 32:
         raise ValueError(f"n_atoms must be at least 32 for a meaningful diffraction pattern, got {n_atoms}")
-    check_periodic(atoms)
+    _check_periodic(atoms)  # atoms_only has run: check_periodic would run it again
     return _cluster(atoms, n_atoms, center)
 
 

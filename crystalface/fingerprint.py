@@ -295,7 +295,7 @@ def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
     """DF-2D (3, n, n) of one cluster. The arrays keep a leading batch axis of one (B = 1)."""
     import torch
 
-    n_max = len(atoms)
+    n_atoms = len(atoms)
     b = 1
     pos = _centred(atoms)[None]
     f = scattering_factors(atoms)[None]
@@ -306,17 +306,17 @@ def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
     n_orient = len(rot)
     # rotated positions of every structure in every orientation: (B, O, N, 3)
     r = torch.from_numpy(np.einsum("bnj,oij->boni", pos, rot)).to(torch.float32)
-    w = torch.from_numpy(f).to(torch.float32)[:, None, :].expand(b, n_orient, n_max)  # (B, O, N)
+    w = torch.from_numpy(f).to(torch.float32)[:, None, :].expand(b, n_orient, n_atoms)  # (B, O, N)
     qa, qb = (torch.from_numpy(q).to(torch.float32) for q in _separable_q(params))
     n = params.n_pixels
     # column factor X[n, i] = exp(i a(u_i) . r_n), row factor Y[l, n] = exp(i b(v_l) . r_n), kept as
     # real and imaginary parts: real products and one real matrix product are several times faster
     # on CPU than the same work in complex64
     phase_x = torch.matmul(r, qa.T)  # (B, O, N, n)
-    col = torch.empty(b, n_orient, n_max, 2, n)  # (B, O, N, [Re; Im] x n)
+    col = torch.empty(b, n_orient, n_atoms, 2, n)  # (B, O, N, [Re; Im] x n)
     torch.cos(phase_x, out=col[:, :, :, 0])
     torch.sin(phase_x, out=col[:, :, :, 1])
-    col = col.view(b, n_orient, n_max, 2 * n)
+    col = col.view(b, n_orient, n_atoms, 2 * n)
     phase_y = torch.matmul(qb, r.transpose(-1, -2))  # (B, O, n, N)
     row_re, row_im = torch.cos(phase_y), torch.sin(phase_y)
     # weights of the expansion terms, (B, O, T, 1, N): f_n times a monomial of the coordinates
@@ -324,10 +324,10 @@ def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
     terms = weights.shape[2]
     # left[(part, t, l), n] = Re/Im Y[l, n] * weight_t[n], stacked along rows, so one real matrix
     # product against [Re X, Im X] gives the four real blocks of every term
-    left = torch.empty(b, n_orient, 2, terms, n, n_max)
+    left = torch.empty(b, n_orient, 2, terms, n, n_atoms)
     torch.mul(row_re[:, :, None], weights, out=left[:, :, 0])
     torch.mul(row_im[:, :, None], weights, out=left[:, :, 1])
-    left = left.view(b, n_orient, 2 * terms * n, n_max)
+    left = left.view(b, n_orient, 2 * terms * n, n_atoms)
     blocks = torch.matmul(left, col).view(b, n_orient, 2, terms, n, 2, n)  # [b, o, Y part, t, row, X part, col]
     c_re, c_im = _pixel_coefficients(params, order)
     # Re and Im of sum_t c_t [(Yr Xr - Yi Xi) + i (Yr Xi + Yi Xr)]_t, accumulated term by term in
