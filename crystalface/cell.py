@@ -417,21 +417,32 @@ def _search(search: _PeriodicSearch, numbers: np.ndarray, cell: np.ndarray, tol:
         # scores left the shortest ones out (a crystal with most of its sites vacant), the lattice
         # the accepted ones generate is found among them (_with_sums_and_differences)
         primitive = _commensurate_lattice(_with_sums_and_differences(translations, 2 * tol), translations, cell)
+    if primitive is None and len(translations) >= 3:
+        # a large hot cell (an MD snapshot): a basis measured on short translations is too coarse to
+        # express a cell of dozens of periods in it; measured again along its multiples, it is not
+        def lengthen(basis: np.ndarray) -> np.ndarray:
+            return _refined_along_multiples(search, basis, scored, numbers, cell, min_score)
+
+        primitive = _commensurate_lattice(translations, translations, cell, lengthen)
     if primitive is None:
         return cell, best
     return minkowski_reduce(primitive)[0][:], best
 
 
-def _commensurate_lattice(vectors: np.ndarray, translations: np.ndarray, cell: np.ndarray) -> np.ndarray | None:
+def _commensurate_lattice(vectors: np.ndarray, translations: np.ndarray, cell: np.ndarray,
+                          lengthen=None) -> np.ndarray | None:
     """The lattice of the three shortest independent ``vectors`` (given shortest first), fitted to
-    the accepted ``translations`` and made exactly commensurate with ``cell``; None when the cell is
-    not an integer combination of it or the shortest translations are not lattice vectors of it."""
+    the accepted ``translations`` (and then by ``lengthen``, a function of the basis, when given)
+    and made exactly commensurate with ``cell``; None when the cell is not an integer combination
+    of it or the shortest translations are not lattice vectors of it."""
     # lattice vectors of the cell are translations too: after the given ones (shortest first)
     # they complete a basis along directions in which the cell holds a single period (a 1x1x4 cell)
     basis = _shortest_basis([*vectors, *cell[np.argsort(np.linalg.norm(cell, axis=1))]])
     if len(basis) < 3:
         return None
     basis_arr = _refit_basis(np.array(basis), translations)
+    if lengthen is not None:
+        basis_arr = lengthen(basis_arr)
     # express the cell in that basis; the integer matrix gives the exact (noise-free) primitive lattice
     m = cell @ np.linalg.inv(basis_arr)
     m_int = np.round(m)
@@ -445,6 +456,36 @@ def _commensurate_lattice(vectors: np.ndarray, translations: np.ndarray, cell: n
     if len(check) and np.abs(check - np.round(check)).max() > 0.2:
         return None
     return primitive
+
+
+def _refined_along_multiples(search: _PeriodicSearch, basis: np.ndarray, scored: np.ndarray, numbers: np.ndarray,
+                             cell: np.ndarray, min_score: float) -> np.ndarray:
+    """``basis`` (rows, Å) measured again along its multiples 2, 4, 8, ... up to the size of ``cell``.
+
+    A translation refined on the scored atoms (:func:`_carry`) is off by the mean of their
+    displacements, ~0.02 Å at 0.1 Å of noise whatever its length. The basis fitted to the short
+    translations of a hot crystal is off by that much, and the cell expressed in it by that much
+    times the periods it holds: in a cell of 30 x 30 x 30 conventional cells (108 000 atoms of fcc
+    copper, 60 periods of the primitive lattice along a cell vector), more than the 0.2 that
+    :func:`_commensurate_lattice` allows. The double of each basis vector, refined on the atoms and
+    halved, is twice as precise, and lands within the matching distance of the translation it
+    stands for as long as the basis is off by less than half of it; each doubling halves the error
+    until the multiples span the cell. Stops where a multiple carries fewer than ``min_score`` of
+    the scored atoms onto atoms (not a translation: the basis is left as it was measured so far).
+    """
+    groups = [(z, scored[numbers[scored] == z]) for z in np.unique(numbers[scored])]
+    start_frac = {z: search.frac[atoms_z] for z, atoms_z in groups}
+    inv_cell = np.linalg.inv(cell)
+    periods = np.abs(cell @ np.linalg.inv(basis)).max()  # the most periods of a basis vector in a cell vector
+    k = 2
+    while k < periods:
+        vectors = k * basis
+        hits = _carry(search, groups, start_frac, vectors @ inv_cell, vectors)  # refines `vectors` in place
+        if np.any(hits < min_score * len(scored)):
+            break
+        basis = vectors / k
+        k *= 2
+    return basis
 
 
 def _with_sums_and_differences(translations: np.ndarray, shortest: float, most: int = 40) -> np.ndarray:
@@ -758,6 +799,8 @@ def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:
     for rounding in files, small enough that thermal noise keeps every atom (no averaging).
     """
     frac = _wrap(positions @ np.linalg.inv(cell))
+    if n_sites > _FOLD_SCAN_SITES:
+        return _fold_by_pairs(numbers, frac, cell, n_sites, tight)
     sites: list[int] = []
     remaining = np.arange(len(frac))
     while len(remaining):
@@ -769,6 +812,38 @@ def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:
         if len(sites) > n_sites:
             return None
         remaining = remaining[~same]
+    if len(sites) != n_sites:
+        return None
+    return Atoms(numbers=numbers[sites], scaled_positions=frac[sites], cell=cell, pbc=True)
+
+
+#: :func:`_fold` scans the atoms site by site (n atoms x sites: fast for the few sites of a crystal's
+#: basis) up to this many sites, and looks up close pairs in a KD-tree beyond (an MD cell of 10^5
+#: atoms in which no finer lattice was found is 10^5 sites: hours by the scan, a second by the tree).
+_FOLD_SCAN_SITES = 64
+
+
+def _fold_by_pairs(numbers, frac, cell, n_sites, tight) -> Atoms | None:
+    """:func:`_fold` of wrapped fractional positions from the pairs of atoms closer than ``tight``
+    (the same sites: each the first atom, in input order, not within ``tight`` of an earlier site)."""
+    radius = tight / np.linalg.svd(cell, compute_uv=False).min()  # every pair within tight Å, and more
+    pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(min(radius, 0.499), output_type="ndarray")
+    if len(pairs):
+        pairs = pairs[_wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], cell)[1] < tight]
+    partners: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():
+        partners.setdefault(i, []).append(j)
+        partners.setdefault(j, []).append(i)
+    taken = np.zeros(len(frac), dtype=bool)
+    sites: list[int] = []
+    for i in range(len(frac)):
+        if taken[i]:
+            continue
+        same = [j for j in partners.get(i, ()) if not taken[j]]
+        if np.any(numbers[same] != numbers[i]):
+            return None
+        taken[same] = True
+        sites.append(i)
     if len(sites) != n_sites:
         return None
     return Atoms(numbers=numbers[sites], scaled_positions=frac[sites], cell=cell, pbc=True)

@@ -241,6 +241,55 @@ def test_hot_crystal_gets_its_primitive_lattice(name):
         assert abs(np.linalg.det(primitive_lattice(hot))) == pytest.approx(volume, rel=0.05), seed
 
 
+def test_large_hot_cell_gets_its_primitive_lattice():
+    """An MD cell of 16 x 16 x 16 conventional cells of fcc copper (16 384 atoms) at 0.25 Å of noise
+    per axis. The basis fitted to the short translations is off by ~0.01 Å, and the cell, 32 periods
+    of the primitive lattice along each of its vectors, expressed in it is off by more than the
+    rounding allows: this draw kept its own cell as its lattice (then classified in that cell's
+    frame, not the standard one). Measured again along the multiples of the basis, it is not."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(16)
+    atoms.positions += np.random.default_rng(0).normal(0.0, 0.25, atoms.positions.shape)
+    assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(3.61**3 / 4, rel=0.01)
+    cell = standard_cell(atoms)
+    assert len(cell) == len(atoms) and cell.info["sites"] == 1 and not cell.info["primitive"]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_large_amorphous_cell_gets_no_lattice(fraction):
+    """Lindemann 0.3 in a 6 912-atom cell (12 x 12 x 12 conventional cells), also with half of the
+    atoms removed: no lattice is invented by measuring chance vectors along their multiples."""
+    atoms = vacancies(bulk("Cu", "fcc", a=3.61, cubic=True).repeat(12), fraction=fraction, seed=1)
+    atoms = displace(atoms, sigma=0.3 * 3.61 / np.sqrt(2), seed=4)  # seeds 2, 3 put two atoms within 0.1 Å: refused
+    assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(atoms.get_volume())
+
+
+def test_fold_by_pairs_gives_the_sites_of_the_scan():
+    """The two ways of _fold (a scan site by site for a few sites, close pairs from a KD-tree for
+    many, e.g. an MD cell in which no finer lattice was found) give the same sites or the same None."""
+    from crystalface.cell import _fold, _fold_by_pairs, _wrap
+
+    base = bulk("Cu", "fcc", a=3.61).repeat(3)
+    cell = base.cell[:]
+    rng = np.random.default_rng(4)
+    repeats = base.positions[[0, 5, 5, 11]] + rng.normal(0.0, 0.003, (4, 3))
+    repeats[1] += cell[0]  # a periodic image of atom 5, within 0.01 Å of it
+    cases = {
+        "every atom a site": (base.numbers, base.positions, 27),
+        "atoms given twice": (np.r_[base.numbers, [29] * 4], np.r_[base.positions, repeats], 27),
+        "too few sites": (base.numbers, base.positions, 26),
+        "two elements on one site": (np.r_[base.numbers, [29, 29, 29, 47]], np.r_[base.positions, repeats], 27),
+    }
+    for name, (numbers, positions, n_sites) in cases.items():
+        scanned = _fold(numbers, positions, cell, n_sites)
+        paired = _fold_by_pairs(numbers, _wrap(positions @ np.linalg.inv(cell)), cell, n_sites, 0.01)
+        assert (scanned is None) == (paired is None), name
+        if scanned is not None:
+            assert list(paired.numbers) == list(scanned.numbers), name
+            np.testing.assert_array_equal(paired.get_scaled_positions(wrap=False), scanned.get_scaled_positions(wrap=False))
+    assert _fold(*cases["atoms given twice"][:2], cell, 27) is not None
+    assert _fold(*cases["two elements on one site"][:2], cell, 27) is None
+
+
 @pytest.mark.parametrize("name", HOT)
 @pytest.mark.parametrize("fraction, most_missed", [(0.7, 0), (0.75, 1)])
 def test_crystal_with_most_sites_vacant_gets_its_primitive_lattice(name, fraction, most_missed):
