@@ -21,8 +21,10 @@ The score therefore multiplies the network's probability by two things the netwo
   the standard cell (SPEC step 2) finds the crystal's translations and the sites its atoms sit on.
   A label whose class cannot have that many sites (hexagonal diamond, four sites, called ``diam``;
   molecular iodine, four, called ``bct141``) contradicts the structure (:func:`basis_problem`).
-  Only counts up to four are judged: more sites mean a crystal of no class or a lattice found
-  coarser than the crystal's (most sites vacant), and a wrong count there would flag right labels.
+  Counts of five to 64 are not judged: they mean a crystal of no class or a lattice found coarser
+  than the crystal's (most sites vacant), and a wrong count there would flag right labels. More
+  than 64 (a structure in which no lattice finer than a large cell was found: amorphous, molten, or
+  a crystal of no class, its fingerprint taken in that cell's frame) contradicts every label.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -50,7 +52,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import _minkowski_reduced, _neighbour_distances, _padded_tree
+from .cell import _MAX_SITES, _minkowski_reduced, _neighbour_distances, _padded_tree
 from .classes import BASIS_SITES
 from .fingerprint import DF2D
 
@@ -253,15 +255,21 @@ def domain_problem(atoms: Atoms) -> str | None:
     return None
 
 
-#: The largest number of sites any class has in its primitive cell: larger counts are never judged.
+#: The largest number of sites any class has in its primitive cell: larger counts are judged only
+#: above :data:`crystalface.cell._MAX_SITES` (see :func:`basis_problem`).
 _MOST_BASIS_SITES = max(max(counts) for counts in BASIS_SITES.values())
 
 
 def basis_problem(label: str, sites: int | None) -> str | None:
     """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
 
-    Judged only for 1-4 sites and the classes of :data:`crystalface.classes.BASIS_SITES` (see the
-    module docstring); None (unknown) is never a problem.
+    Judged for 1-4 sites and the classes of :data:`crystalface.classes.BASIS_SITES`, and for more
+    than 64 sites (:data:`crystalface.cell._MAX_SITES`) whatever the label (see the module
+    docstring); None (unknown) is never a problem. Counts of 5-64 are not judged: with most sites
+    vacant the lattice found can be coarser than the crystal's, which multiplies the count. Above 64
+    the count is that of a structure that repeats with no lattice finer than a cell of that many
+    atoms (the standard cell counts at most 64 sites on a coarser lattice): amorphous, molten, or a
+    crystal of no class, its fingerprint taken in the frame of that cell.
 
     Examples
     --------
@@ -269,8 +277,13 @@ def basis_problem(label: str, sites: int | None) -> str | None:
     (True, True, True)
     >>> basis_problem("diam", 4)
     'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
+    >>> basis_problem("fcc", 2048)
+    'no lattice finer than a cell of 2048 atoms was found (every class has 1-4 per lattice point): amorphous, molten or of no class'
     """
     allowed = BASIS_SITES.get(label)
+    if sites is not None and sites > _MAX_SITES:
+        return (f"no lattice finer than a cell of {sites} atoms was found (every class has 1-{_MOST_BASIS_SITES} per "
+                "lattice point): amorphous, molten or of no class")
     if sites is None or allowed is None or not 1 <= sites <= _MOST_BASIS_SITES or sites in allowed:
         return None
     return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"

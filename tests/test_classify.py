@@ -230,7 +230,8 @@ def test_every_prediction_that_is_not_confident_says_why(model, data_dir):
         "of the cell is vacuum": fcc111("Cu", (2, 2, 4), vacuum=10.0, periodic=True),
         "4 sites per primitive cell; a diam crystal has 2": read_aims(data_dir / "prototypes" / "HexDiam_C_A_hP4_194_f.in"),
         "novelty": read_aims(data_dir / "prototypes" / "shex_Sn_A_hP1_191_a.in"),
-        "weak Bragg peaks": displace(supercell_near(CRYSTALS["Cu"].conventional()), 0.8, seed=1),
+        "no lattice finer than a cell of 256 atoms": displace(supercell_near(CRYSTALS["Cu"].conventional()), 0.8, seed=1),
+        "weak Bragg peaks": displace(CRYSTALS["Cu"].conventional().repeat(2), 0.8, seed=1),  # 32 atoms: not judged by count
     }
     predictions = classify(list(cases.values()), model=model)
     for expected, p in zip(cases, predictions):

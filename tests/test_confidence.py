@@ -99,6 +99,23 @@ def test_basis_problem_judges_only_counts_a_class_could_have():
     assert basis_problem("bcc", 2) is not None and basis_problem("diam", 1) is not None
     # unknown, more sites than any class has (a coarser lattice, or no class), or a class of another model
     assert basis_problem("fcc", None) is None and basis_problem("fcc", 8) is None and basis_problem("A15", 2) is None
+    assert basis_problem("hex/rh", 64) is None  # the most sites the standard cell counts on a coarser lattice
+    # no lattice finer than a large cell: every label, of this model or another
+    assert all(basis_problem(label, 65) is not None for label in ("fcc", "hex/rh", "A15"))
+
+
+def test_a_molten_md_cell_is_not_confident():
+    """6912 atoms of fcc copper with 0.35 Å of noise per axis (Lindemann 0.14, beyond melting): no
+    lattice finer than the cell is found, and the network's label comes from a fingerprint in the
+    frame of the user's cubic cell, where the low-index views keep sharp spots (crystallinity 0.98).
+    Before the count above 64 was judged this draw came out hex/rh, confident (score 0.60)."""
+    from crystalface import classify
+
+    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(12)
+    hot.positions += np.random.default_rng(0).normal(0.0, 0.35, hot.positions.shape)
+    prediction = classify(hot)
+    assert not prediction.confident and prediction.score == 0.0
+    assert prediction.reason.startswith("no lattice finer than a cell of 6912 atoms was found")
 
 
 def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
