@@ -62,6 +62,34 @@ def _integer_shifts(reps: tuple[int, int, int]) -> np.ndarray:
     return shifts
 
 
+def _images_in_ball(frac: np.ndarray, half_width: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, atom)``: the images ``frac[atom] + shifts[shift]`` (shifts of :func:`_integer_shifts`)
+    that can lie within the ball, in the order shift by shift, then atom by atom.
+
+    ``frac`` are fractional coordinates relative to the ball's centre; an image within the ball's
+    radius r lies within r / (spacing of the lattice planes) of it along every fractional axis
+    (``half_width``), and only those images are kept (a margin of 1e-9 keeps rounding on the safe
+    side). Only the images kept are ever computed: a cell of 10^5 atoms has 125 shifts, and all their
+    images were 12 million positions; a cell of 4 x 10^5 was refused as "too thin".
+    """
+    half_width = half_width * (1 + 1e-9) + 1e-9
+    # per axis and shift: which atoms' shifted coordinate stays within the ball's extent
+    ok = [np.abs(frac[None, :, d] + np.arange(-reps[d], reps[d] + 1)[:, None]) <= half_width[d] for d in range(3)]
+    n12 = (2 * reps[1] + 1) * (2 * reps[2] + 1)
+    shifts, atoms = [], []
+    for k0, first in enumerate(ok[0]):  # slowest axis of the shifts first, as _integer_shifts orders them
+        idx = np.flatnonzero(first)
+        if len(idx) == 0:
+            continue
+        inside = (ok[1][:, None, idx] & ok[2][None, :, idx]).reshape(n12, len(idx))
+        s12, a = np.nonzero(inside)
+        shifts.append(k0 * n12 + s12)
+        atoms.append(idx[a])
+    if not shifts:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    return np.concatenate(shifts), np.concatenate(atoms)
+
+
 def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
     """:func:`cluster` of a structure that :func:`check_periodic` has accepted (e.g. a standard cell)."""
     cell = np.asarray(atoms.cell[:], dtype=float)
@@ -84,13 +112,12 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
     # number of images needed along each lattice vector to cover the ball: radius / plane spacing
     spacing = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
     reps = np.ceil(radius / spacing).astype(int) + 1
-    if np.prod(2 * reps + 1) * len(atoms) > 5e7:
+    if np.prod(2 * reps + 1) > 1e6:
         raise StructureError(f"cannot cut a {n_atoms}-atom cluster: the cell is too thin ({np.round(spacing, 3)} Å)")
-    shifts = _integer_shifts(tuple(int(r) for r in reps)) @ cell
     rel = positions - origin
-    # keep only images that can lie within the ball, shift by shift, to bound memory
-    all_pos = (rel[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    numbers = np.tile(atoms.numbers, len(shifts))
+    shift, atom = _images_in_ball(rel @ np.linalg.inv(cell), radius / spacing, reps)
+    all_pos = rel[atom] + (_integer_shifts(tuple(int(r) for r in reps)) @ cell)[shift]
+    numbers = atoms.numbers[atom]
     dist = _lengths(all_pos)
     inside = dist <= radius
     all_pos, numbers, dist = all_pos[inside], numbers[inside], dist[inside]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -264,18 +263,16 @@ def test_amorphous_periodic_cell(model_path, capsys, tmp_path, good):
     assert_flagged(model_path, capsys, _extxyz(tmp_path, "amorphous.extxyz", atoms), good)
 
 
-def test_a_cell_of_100000_atoms_is_classified_in_seconds(model_path, capsys, tmp_path, good):
+def test_a_cell_of_100000_atoms_is_classified(model_path, capsys, tmp_path, good):
+    """How long large cells take is measured by benchmarks/large_cells.py, not here."""
     atoms = CRYSTALS["Cu"].conventional().repeat((30, 30, 28))
     assert len(atoms) >= 100_000
     path = tmp_path / "big.traj"
     write(path, random_rotation(atoms, seed=3))
-    start = time.perf_counter()
     code, records, _ = classify(model_path, capsys, path, good)
-    seconds = time.perf_counter() - start
     assert code == 0
     assert records[0]["label"] == "fcc" and records[0]["confident"] is True
     assert_good_classified(records[1], good)
-    assert seconds < 30, f"{seconds:.1f} s for 100,800 atoms (about 3 s on an idle core)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,3 +120,36 @@ def test_cluster_keeps_where_the_structure_came_from(prototypes):
     atoms.info.update(source="fcc.in", index=0)
     result = cluster(standard_cell(atoms), n_atoms=64)
     assert result.info.get("source") == "fcc.in" and result.info.get("index") == 0
+
+
+def test_images_in_ball_keep_every_image_within_the_ball_in_shift_order():
+    """The images computed for the ball (_images_in_ball) include every one within its radius (all
+    shifts checked by brute force), listed shift by shift and atom by atom, as the ball's ties need."""
+    from crystalface.cluster import _images_in_ball, _integer_shifts
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        cell = np.diag(rng.uniform(3.0, 12.0, 3)) + np.triu(rng.uniform(-3.0, 3.0, (3, 3)), 1)
+        rel = rng.random((int(rng.integers(1, 40)), 3)) @ cell - rng.random(3) @ cell
+        radius = rng.uniform(2.0, 15.0)
+        spacing = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        reps = np.ceil(radius / spacing).astype(int) + 1
+        shifts = _integer_shifts(tuple(int(r) for r in reps)) @ cell
+        shift, atom = _images_in_ball(rel @ np.linalg.inv(cell), radius / spacing, reps)
+        everything = np.linalg.norm(rel[None, :, :] + shifts[:, None, :], axis=-1)  # (shift, atom)
+        within = set(zip(*np.nonzero(everything <= radius)))
+        assert within <= set(zip(shift.tolist(), atom.tolist())), trial
+        order = shift * len(rel) + atom
+        assert np.all(np.diff(order) > 0), trial
+
+
+def test_a_large_cell_gives_its_ball():
+    """442 368 atoms (48^3 conventional cells of fcc Cu, a 173 Å cube): 125 shifts of every atom were
+    5.5e7 image positions, and the cell was refused as "too thin"."""
+    from ase.build import bulk
+
+    ball = cluster(bulk("Cu", "fcc", a=3.61, cubic=True).repeat(48), n_atoms=256)
+    small = cluster(bulk("Cu", "fcc", a=3.61), n_atoms=256)
+    assert len(ball) == len(small) == 249
+    np.testing.assert_allclose(np.sort(np.linalg.norm(ball.positions, axis=1)),
+                               np.sort(np.linalg.norm(small.positions, axis=1)), atol=1e-9)
