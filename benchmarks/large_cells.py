@@ -2,7 +2,7 @@
 
     python benchmarks/large_cells.py --output benchmarks/large_cells
 
-Structures: cubic supercells of n x n x n conventional cells of fcc Cu (a = 3.61 Å), bcc Fe (2.87 Å)
+Structures: cubic supercells of n x n x n conventional cells (n = 8-48) of fcc Cu (a = 3.61 Å), bcc Fe (2.87 Å)
 and diamond Si (5.43 Å), every atom displaced by Gaussian noise of sigma Å per axis (seeds 0, 1, 2 of
 ``numpy.random.default_rng``; a snapshot of a hot crystal); sigma 0.35 Å on Cu is Lindemann 0.14, a
 crystal beyond melting. For each: whether ``primitive_lattice`` finds the primitive lattice (volume
@@ -25,7 +25,7 @@ import numpy as np
 
 #: (name, element, structure, cubic lattice constant Å, atoms per conventional cell, per primitive cell, label)
 CRYSTALS = (("Cu", "fcc", 3.61, 4, 1, "fcc"), ("Fe", "bcc", 2.87, 2, 1, "bcc"), ("Si", "diamond", 5.43, 8, 2, "diam"))
-SIZES = (8, 16, 24, 32)
+SIZES = (8, 16, 24, 32, 48)
 SIGMAS = (0.05, 0.1, 0.2)
 SEEDS = (0, 1, 2)
 
