@@ -1,4 +1,4 @@
-"""Large periodic cells (MD snapshots of 10^3-10^5 atoms): is the crystal's lattice found, what is the label, how long does it take?
+"""Large periodic cells (MD snapshots of 10^3-10^6 atoms): is the crystal's lattice found, what is the label, how long does it take?
 
     python benchmarks/large_cells.py --output benchmarks/large_cells
 

@@ -478,7 +478,7 @@ def _refined_along_multiples(search: _PeriodicSearch, basis: np.ndarray, scored:
     inv_cell = np.linalg.inv(cell)
     periods = np.abs(cell @ np.linalg.inv(basis)).max()  # the most periods of a basis vector in a cell vector
     k = 2
-    while k < periods:
+    while k < min(periods, 2**20):  # 2**20: a bound whatever the basis (a cell of a million periods is no crystal's)
         vectors = k * basis
         hits = _carry(search, groups, start_frac, vectors @ inv_cell, vectors)  # refines `vectors` in place
         if np.any(hits < min_score * len(scored)):
