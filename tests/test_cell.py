@@ -254,10 +254,11 @@ def test_large_hot_cell_gets_its_primitive_lattice():
     assert len(cell) == len(atoms) and cell.info["sites"] == 1 and not cell.info["primitive"]
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.5])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.8])
 def test_large_amorphous_cell_gets_no_lattice(fraction):
-    """Lindemann 0.3 in a 6 912-atom cell (12 x 12 x 12 conventional cells), also with half of the
-    atoms removed: no lattice is invented by measuring chance vectors along their multiples."""
+    """Lindemann 0.3 in a 6 912-atom cell (12 x 12 x 12 conventional cells), also with half or four
+    fifths of the atoms removed: no lattice is invented by measuring chance vectors along their
+    multiples, nor by the floor lowered for sparse structures (_sparse_floor)."""
     atoms = vacancies(bulk("Cu", "fcc", a=3.61, cubic=True).repeat(12), fraction=fraction, seed=1)
     atoms = displace(atoms, sigma=0.3 * 3.61 / np.sqrt(2), seed=4)  # seeds 2, 3 put two atoms within 0.1 Å: refused
     assert abs(np.linalg.det(primitive_lattice(atoms))) == pytest.approx(atoms.get_volume())
