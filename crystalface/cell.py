@@ -163,13 +163,20 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
     _refuse_short_vectors(lengths)
     reduced = _minkowski_reduced(cell)
     _refuse_short_vectors(_lengths(reduced))
-    frac = _wrap(atoms.positions @ np.linalg.inv(reduced))
-    pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(_MIN_SEPARATION / np.linalg.svd(reduced, compute_uv=False).min(), output_type="ndarray")
-    close = _wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], reduced)[1] < _MIN_SEPARATION
-    if np.any(close):
-        i, j = pairs[np.argmax(close)]
+    close = _close_pairs(_wrap(atoms.positions @ np.linalg.inv(reduced)), reduced, _MIN_SEPARATION)
+    if len(close):
+        i, j = close[0]
         raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
     return reduced
+
+
+def _close_pairs(frac: np.ndarray, cell: np.ndarray, distance: float) -> np.ndarray:
+    """The pairs (i, j), i < j, of atoms at wrapped fractional positions ``frac`` closer than ``distance`` Å
+    (nearest image along each lattice direction, :func:`_wrapped_offsets`), from a periodic KD-tree."""
+    # every pair within `distance` Å lies within distance / (smallest singular value) in fractional coordinates
+    pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(distance / np.linalg.svd(cell, compute_uv=False).min(),
+                                                            output_type="ndarray")
+    return pairs[_wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], cell)[1] < distance]
 
 
 def _refuse_short_vectors(lengths: np.ndarray) -> None:
@@ -489,8 +496,7 @@ def _refined_along_multiples(search: _PeriodicSearch, basis: np.ndarray, scored:
     until the multiples span the cell. Stops where a multiple carries fewer than ``min_score`` of
     the scored atoms onto atoms (not a translation: the basis is left as it was measured so far).
     """
-    groups = [(z, scored[numbers[scored] == z]) for z in np.unique(numbers[scored])]
-    start_frac = {z: search.frac[atoms_z] for z, atoms_z in groups}
+    groups, start_frac = _scored_groups(search, scored, numbers)
     inv_cell = np.linalg.inv(cell)
     periods = np.abs(cell @ np.linalg.inv(basis)).max()  # the most periods of a basis vector in a cell vector
     k = 2
@@ -562,8 +568,7 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     n_scored = len(scored)
     scores = np.zeros(len(cart))
     refined = cart.copy()
-    groups = [(z, scored[numbers[scored] == z]) for z in np.unique(numbers[scored])]
-    start_frac = {z: search.frac[atoms_z] for z, atoms_z in groups}
+    groups, start_frac = _scored_groups(search, scored, numbers)
     done = 0
     for size in itertools.chain(_CHUNKS, itertools.repeat(_CHUNKS[-1])):
         if done >= len(cart):
@@ -598,6 +603,12 @@ def _score_candidates(search: _PeriodicSearch, cart: np.ndarray, scored: np.ndar
     accepted = np.zeros(len(cart), dtype=bool)
     accepted[:done] = _accepted(scores[:done], min_score, n_scored, spread)
     return refined, accepted, scores
+
+
+def _scored_groups(search: _PeriodicSearch, scored: np.ndarray, numbers: np.ndarray) -> tuple[list, dict]:
+    """The ``scored`` atoms by element, [(z, indices)], and their fractional positions {z: (k, 3)}, as :func:`_carry` takes them."""
+    groups = [(z, scored[numbers[scored] == z]) for z in np.unique(numbers[scored])]
+    return groups, {z: search.frac[atoms_z] for z, atoms_z in groups}
 
 
 def _carry(search: _PeriodicSearch, groups, start_frac: dict, shift: np.ndarray, refined: np.ndarray) -> np.ndarray:
@@ -842,12 +853,8 @@ _FOLD_SCAN_SITES = 64
 def _fold_by_pairs(numbers, frac, cell, n_sites, tight) -> Atoms | None:
     """:func:`_fold` of wrapped fractional positions from the pairs of atoms closer than ``tight``
     (the same sites: each the first atom, in input order, not within ``tight`` of an earlier site)."""
-    radius = tight / np.linalg.svd(cell, compute_uv=False).min()  # every pair within tight Å, and more
-    pairs = cKDTree(frac, boxsize=1.0, **_TREE).query_pairs(min(radius, 0.499), output_type="ndarray")
-    if len(pairs):
-        pairs = pairs[_wrapped_offsets(frac[pairs[:, 0]], frac[pairs[:, 1]], cell)[1] < tight]
     partners: dict[int, list[int]] = {}
-    for i, j in pairs.tolist():
+    for i, j in _close_pairs(frac, cell, tight).tolist():
         partners.setdefault(i, []).append(j)
         partners.setdefault(j, []).append(i)
     taken = np.zeros(len(frac), dtype=bool)
