@@ -235,13 +235,13 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
         predicted = [model.classes[int(np.argmax(p))] for p in proba]
         right = np.array([predicted[k] == labels[i] for k, i in enumerate(ok)])
         without, _ = confidence.assess(proba, images[ok], [inputs[i] for i in ok], model.descriptor.df2d, novelty)
-        checked = np.array([confidence.basis_problem(lab, sites[i]) is not None for lab, i in zip(predicted, ok)])
+        checked = np.array([confidence.basis_problem(lab, *sites[i]) is not None for lab, i in zip(predicted, ok)])
         key = f"vacancies {100 * vac:g} %, sigma {sigma:g} A"
         out[key] = {"n": len(ok), "right": int(right.sum()), "confident_without_check": int(without.sum()),
                     "flagged_right": int((without & checked & right).sum()),
                     "flagged_wrong": int((without & checked & ~right).sum()),
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
-                    "sites_unknown_or_above_4": int(sum(sites[i] is None or sites[i] > 4 for i in ok))}
+                    "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok))}
         print(f"  basis check, {key}: {out[key]}", flush=True)
     return out
 

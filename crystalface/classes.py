@@ -22,9 +22,10 @@ SPACE_GROUP_CLASS: dict[int, str] = {
 #: Class -> the numbers of atoms an elemental crystal of that class has in its primitive cell.
 #: fcc, bcc, sc (1a / 4a / 2a sites) and bct139 (2a of I4/mmm) have one; diamond (8a of Fd-3m) and
 #: beta-Sn (4a of I4_1/amd) two. hex/rh holds the one- to four-site structures of P6_3/mmc and R-3m
-#: (alpha-Hg / beta-Po 1, hcp and alpha-As 2, alpha-Sm 3, dhcp, lonsdaleite and graphite 4); its
-#: rare bigger ones (alpha-B, 12) are never contradicted, since no count of 5-64 sites is judged
-#: (crystalface.confidence.basis_problem; above 64, no label is taken as confident).
+#: (alpha-Hg / beta-Po 1, hcp and alpha-As 2, alpha-Sm 3, dhcp, lonsdaleite and graphite 4). Its
+#: rare bigger ones (alpha-B, 12 sites) lie outside what the model was trained on (the generator
+#: draws one- to four-site prototypes): a structure with more than four sites in its exact
+#: primitive cell is never confident (crystalface.confidence.basis_problem).
 BASIS_SITES: dict[str, tuple[int, ...]] = {
     "bcc": (1,),
     "bct139": (1,),

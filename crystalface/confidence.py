@@ -21,10 +21,12 @@ The score therefore multiplies the network's probability by two things the netwo
   the standard cell (SPEC step 2) finds the crystal's translations and the sites its atoms sit on.
   A label whose class cannot have that many sites (hexagonal diamond, four sites, called ``diam``;
   molecular iodine, four, called ``bct141``) contradicts the structure (:func:`basis_problem`).
-  Counts of five to 64 are not judged: they mean a crystal of no class or a lattice found coarser
-  than the crystal's (most sites vacant), and a wrong count there would flag right labels. More
-  than 64 (a structure in which no lattice finer than a large cell was found: amorphous, molten, or
-  a crystal of no class, its fingerprint taken in that cell's frame) contradicts every label.
+  More than four sites in a primitive cell the structure folds onto exactly, or more than 64 on
+  any lattice (a structure in which no lattice finer than a cell of that many atoms was found:
+  amorphous, molten, or a crystal of no class, its fingerprint taken in that cell's frame),
+  contradicts every label. Counts of five to 64 on a lattice with atoms missing from its sites
+  are not judged: that lattice can be coarser than the crystal's (most sites vacant), and a wrong
+  count there would flag right labels.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -255,21 +257,24 @@ def domain_problem(atoms: Atoms) -> str | None:
     return None
 
 
-#: The largest number of sites any class has in its primitive cell: larger counts are judged only
-#: above :data:`crystalface.cell._MAX_SITES` (see :func:`basis_problem`).
+#: The largest number of sites any class has in its primitive cell: larger counts are judged when
+#: exact, or above :data:`crystalface.cell._MAX_SITES` (see :func:`basis_problem`).
 _MOST_BASIS_SITES = max(max(counts) for counts in BASIS_SITES.values())
 
 
-def basis_problem(label: str, sites: int | None) -> str | None:
+def basis_problem(label: str, sites: int | None, exact: bool = False) -> str | None:
     """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
 
-    Judged for 1-4 sites and the classes of :data:`crystalface.classes.BASIS_SITES`, and for more
-    than 64 sites (:data:`crystalface.cell._MAX_SITES`) whatever the label (see the module
-    docstring); None (unknown) is never a problem. Counts of 5-64 are not judged: with most sites
-    vacant the lattice found can be coarser than the crystal's, which multiplies the count. Above 64
-    the count is that of a structure that repeats with no lattice finer than a cell of that many
-    atoms (the standard cell counts at most 64 sites on a coarser lattice): amorphous, molten, or a
-    crystal of no class, its fingerprint taken in the frame of that cell.
+    ``exact`` says the count is the structure's own: its standard cell folded onto the lattice found
+    with one atom per site (``info["primitive"]`` of :func:`crystalface.cell.standard_cell`). Judged:
+    counts of 1-4 against the classes of :data:`crystalface.classes.BASIS_SITES`, and whatever the
+    label every exact count above 4 and every count above 64 (:data:`crystalface.cell._MAX_SITES`);
+    None (unknown) is never a problem. An exact count above 4, or any above 64, is that of a
+    structure that repeats with no lattice finer than a cell of that many atoms: amorphous, molten
+    (a hot 32-atom cell in which no lattice is found is its own primitive cell), or a crystal of no
+    class, its fingerprint taken in the frame of that cell. Counts of 5-64 that are not exact are not
+    judged: with most sites vacant the lattice found can be coarser than the crystal's, which
+    multiplies the count (the standard cell counts at most 64 sites on a coarser lattice).
 
     Examples
     --------
@@ -277,11 +282,11 @@ def basis_problem(label: str, sites: int | None) -> str | None:
     (True, True, True)
     >>> basis_problem("diam", 4)
     'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
-    >>> basis_problem("fcc", 2048)
-    'no lattice finer than a cell of 2048 atoms was found (every class has 1-4 per lattice point): amorphous, molten or of no class'
+    >>> basis_problem("fcc", 32, exact=True)
+    'no lattice finer than a cell of 32 atoms was found (every class has 1-4 per lattice point): amorphous, molten or of no class'
     """
     allowed = BASIS_SITES.get(label)
-    if sites is not None and sites > _MAX_SITES:
+    if sites is not None and (sites > _MAX_SITES or (exact and sites > _MOST_BASIS_SITES)):
         return (f"no lattice finer than a cell of {sites} atoms was found (every class has 1-{_MOST_BASIS_SITES} per "
                 "lattice point): amorphous, molten or of no class")
     if sites is None or allowed is None or not 1 <= sites <= _MOST_BASIS_SITES or sites in allowed:
@@ -297,6 +302,7 @@ def assess(
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
+    exact: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
@@ -319,6 +325,9 @@ def assess(
     labels, sites : sequence, optional
         The B predicted class names and the sites per primitive cell of each structure's standard
         cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
+    exact : sequence of bool, optional
+        Per structure, whether its site count is exact (``info["primitive"]`` of the standard
+        cell; see :func:`basis_problem`); all False when None.
 
     Examples
     --------
@@ -329,7 +338,7 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
-    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites)
+    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, exact)
     return confident, values
 
 
@@ -341,6 +350,7 @@ def assess_with_reasons(
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
+    exact: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
@@ -360,7 +370,8 @@ def assess_with_reasons(
     values = score(probabilities, images, params, novelty)
     problems = [domain_problem(a) for a in structures]
     if labels is not None and sites is not None:
-        problems = [p or basis_problem(label, n) for p, label, n in zip(problems, labels, sites)]
+        exact = [False] * len(sites) if exact is None else exact
+        problems = [p or basis_problem(label, n, e) for p, label, n, e in zip(problems, labels, sites, exact)]
     values = np.where([p is not None for p in problems], 0.0, values)
     confident = values >= THRESHOLD
     reasons = doubts(probabilities, images, params, novelty, labels, problems, confident)

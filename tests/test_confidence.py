@@ -102,6 +102,11 @@ def test_basis_problem_judges_only_counts_a_class_could_have():
     assert basis_problem("hex/rh", 64) is None  # the most sites the standard cell counts on a coarser lattice
     # no lattice finer than a large cell: every label, of this model or another
     assert all(basis_problem(label, 65) is not None for label in ("fcc", "hex/rh", "A15"))
+    # an exact count (the structure folds onto the lattice found, one atom per site): above four, every label
+    assert all(basis_problem(label, 5, exact=True) is not None for label in ("fcc", "hex/rh", "A15"))
+    assert basis_problem("hex/rh", 64, exact=True).startswith("no lattice finer than a cell of 64 atoms was found")
+    assert basis_problem("hex/rh", 4, exact=True) is None and basis_problem("fcc", 1, exact=True) is None
+    assert basis_problem("diam", 4, exact=True) == basis_problem("diam", 4)
 
 
 def test_a_molten_md_cell_is_not_confident():
@@ -118,6 +123,26 @@ def test_a_molten_md_cell_is_not_confident():
     assert prediction.reason.startswith("no lattice finer than a cell of 6912 atoms was found")
 
 
+def test_a_molten_small_cell_is_not_confident():
+    """32 atoms of fcc copper with 0.5 Å of noise per axis (Lindemann 0.2, molten), as an ab-initio MD
+    cell is: no lattice finer than the cell is found, so the cell is its own primitive cell with 32
+    sites, and the ball is cut from its periodic repetition, whose superlattice keeps sharp spots.
+    Before exact counts of 5-64 sites were judged, 4 of these 6 draws came out confident (hex/rh, bct141)."""
+    from crystalface import classify, standard_cell
+
+    own_cell = 0
+    for seed in range(6):
+        hot = bulk("Cu", "fcc", a=3.615, cubic=True).repeat(2)
+        hot.positions += np.random.default_rng(seed).normal(0.0, 0.5, hot.positions.shape)
+        prediction = classify(hot)
+        assert not prediction.confident
+        if standard_cell(hot).info["primitive"]:  # (a few draws find a lattice on part of the atoms)
+            own_cell += 1
+            assert prediction.score == 0.0
+            assert prediction.reason.startswith("no lattice finer than a cell of 32 atoms was found")
+    assert own_cell >= 4
+
+
 def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     from crystalface import Descriptor
 
@@ -129,6 +154,9 @@ def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     assert assess(proba, image, [cu], labels=["fcc"], sites=[None])[1][0] > 0.9
     confident, value = assess(proba, image, [cu], labels=["fcc"], sites=[2])
     assert not confident[0] and value[0] == 0
+    # eight sites: not judged on a lattice that may be coarser than the crystal's, judged when exact
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[8])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], exact=[True])[1][0] == 0
 
 
 def test_doubts_name_the_factor_that_sank_the_score():
