@@ -241,7 +241,8 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
                     "flagged_right": int((without & checked & right).sum()),
                     "flagged_wrong": int((without & checked & ~right).sum()),
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
-                    "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok))}
+                    "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok)),
+                    "no_clear_basis": int(sum(sites[i][1] == "none" for i in ok))}
         print(f"  basis check, {key}: {out[key]}", flush=True)
     return out
 

@@ -23,10 +23,11 @@ The score therefore multiplies the network's probability by two things the netwo
   molecular iodine, four, called ``bct141``) contradicts the structure (:func:`basis_problem`).
   More than four sites in a primitive cell the structure folds onto exactly, or more than 64 on
   any lattice (a structure in which no lattice finer than a cell of that many atoms was found:
-  amorphous, molten, or a crystal of no class, its fingerprint taken in that cell's frame),
-  contradicts every label. Counts of five to 64 on a lattice with atoms missing from its sites
-  are not judged: that lattice can be coarser than the crystal's (most sites vacant), and a wrong
-  count there would flag right labels.
+  amorphous, molten, or a crystal of no class, its fingerprint taken in that cell's frame), and
+  atoms that gather on no clear set of sites of the lattice found (a lattice found on part of a
+  hot structure) contradict every label. Counts of five to 64 on a lattice with atoms missing from
+  its sites are not judged: that lattice can be coarser than the crystal's (most sites vacant),
+  and a wrong count there would flag right labels.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -59,7 +60,7 @@ from .classes import BASIS_SITES
 from .fingerprint import DF2D
 
 __all__ = [
-    "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem", "score",
+    "FITS", "THRESHOLD", "NOVELTY_LIMIT", "basis_fit", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem", "score",
     "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
@@ -262,19 +263,37 @@ def domain_problem(atoms: Atoms) -> str | None:
 _MOST_BASIS_SITES = max(max(counts) for counts in BASIS_SITES.values())
 
 
-def basis_problem(label: str, sites: int | None, exact: bool = False) -> str | None:
+#: How the lattice the standard cell found fits the atoms (``fit`` of :func:`basis_problem`): the
+#: structure folds onto it, one atom per site (``info["primitive"]``); its atoms gather on its sites,
+#: some vacant or displaced (``info["sites"]`` counts them); or they gather on no clear set of sites.
+FITS = ("exact", "sites", "none")
+
+
+def basis_fit(cell_info: dict) -> str:
+    """The ``fit`` of :func:`basis_problem` from the ``info`` of :func:`crystalface.cell.standard_cell`."""
+    if cell_info.get("primitive"):
+        return "exact"
+    return "sites" if cell_info.get("sites") is not None else "none"
+
+
+def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str | None:
     """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
 
-    ``exact`` says the count is the structure's own: its standard cell folded onto the lattice found
-    with one atom per site (``info["primitive"]`` of :func:`crystalface.cell.standard_cell`). Judged:
-    counts of 1-4 against the classes of :data:`crystalface.classes.BASIS_SITES`, and whatever the
-    label every exact count above 4 and every count above 64 (:data:`crystalface.cell._MAX_SITES`);
-    None (unknown) is never a problem. An exact count above 4, or any above 64, is that of a
-    structure that repeats with no lattice finer than a cell of that many atoms: amorphous, molten
-    (a hot 32-atom cell in which no lattice is found is its own primitive cell), or a crystal of no
-    class, its fingerprint taken in the frame of that cell. Counts of 5-64 that are not exact are not
-    judged: with most sites vacant the lattice found can be coarser than the crystal's, which
-    multiplies the count (the standard cell counts at most 64 sites on a coarser lattice).
+    ``fit`` (:data:`FITS`) says how the lattice the standard cell found fits the atoms; None when
+    not known (then the count is judged as a count of sites). Judged, whatever the label:
+
+    * ``"none"``: the atoms gather on no clear set of sites of the lattice found (fewer than 90 % of
+      them near a site, :func:`crystalface.cell._sites_and_occupancy`): a lattice found on part of
+      a hot or molten structure, not the crystal's.
+    * an ``"exact"`` count above 4, and any count above 64 (:data:`crystalface.cell._MAX_SITES`):
+      a structure that repeats with no lattice finer than a cell of that many atoms: amorphous,
+      molten (a hot 32-atom cell in which no lattice is found is its own primitive cell), or a
+      crystal of no class, its fingerprint taken in the frame of that cell.
+
+    and counts of 1-4 against the classes of :data:`crystalface.classes.BASIS_SITES`. Counts of
+    5-64 that are not exact are not judged: with most sites vacant the lattice found can be coarser
+    than the crystal's, which multiplies the count. A count of None with any other fit is unknown,
+    never a problem.
 
     Examples
     --------
@@ -282,11 +301,17 @@ def basis_problem(label: str, sites: int | None, exact: bool = False) -> str | N
     (True, True, True)
     >>> basis_problem("diam", 4)
     'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
-    >>> basis_problem("fcc", 32, exact=True)
+    >>> basis_problem("fcc", 32, fit="exact")
     'no lattice finer than a cell of 32 atoms was found (every class has 1-4 per lattice point): amorphous, molten or of no class'
+    >>> basis_problem("fcc", None, fit="none")
+    'the atoms do not sit on the sites of the lattice found: molten, amorphous or strongly disordered'
     """
+    if fit not in (None, *FITS):
+        raise ValueError(f"fit must be one of {FITS} or None, got {fit!r}")
+    if fit == "none":
+        return "the atoms do not sit on the sites of the lattice found: molten, amorphous or strongly disordered"
     allowed = BASIS_SITES.get(label)
-    if sites is not None and (sites > _MAX_SITES or (exact and sites > _MOST_BASIS_SITES)):
+    if sites is not None and (sites > _MAX_SITES or (fit == "exact" and sites > _MOST_BASIS_SITES)):
         return (f"no lattice finer than a cell of {sites} atoms was found (every class has 1-{_MOST_BASIS_SITES} per "
                 "lattice point): amorphous, molten or of no class")
     if sites is None or allowed is None or not 1 <= sites <= _MOST_BASIS_SITES or sites in allowed:
@@ -302,7 +327,7 @@ def assess(
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
-    exact: Sequence[bool] | None = None,
+    fits: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
@@ -325,9 +350,9 @@ def assess(
     labels, sites : sequence, optional
         The B predicted class names and the sites per primitive cell of each structure's standard
         cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
-    exact : sequence of bool, optional
-        Per structure, whether its site count is exact (``info["primitive"]`` of the standard
-        cell; see :func:`basis_problem`); all False when None.
+    fits : sequence of str, optional
+        Per structure, how the lattice found fits its atoms (:func:`basis_fit` of the standard
+        cell's ``info``; see :func:`basis_problem`); not known when None.
 
     Examples
     --------
@@ -338,7 +363,7 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
-    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, exact)
+    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, fits)
     return confident, values
 
 
@@ -350,7 +375,7 @@ def assess_with_reasons(
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
-    exact: Sequence[bool] | None = None,
+    fits: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
@@ -370,8 +395,8 @@ def assess_with_reasons(
     values = score(probabilities, images, params, novelty)
     problems = [domain_problem(a) for a in structures]
     if labels is not None and sites is not None:
-        exact = [False] * len(sites) if exact is None else exact
-        problems = [p or basis_problem(label, n, e) for p, label, n, e in zip(problems, labels, sites, exact)]
+        fits = [None] * len(sites) if fits is None else fits
+        problems = [p or basis_problem(label, n, f) for p, label, n, f in zip(problems, labels, sites, fits)]
     values = np.where([p is not None for p in problems], 0.0, values)
     confident = values >= THRESHOLD
     reasons = doubts(probabilities, images, params, novelty, labels, problems, confident)

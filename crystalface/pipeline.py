@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .cell import StructureError, atoms_only, standard_cell
 from .cluster import _cluster
+from .confidence import basis_fit
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
 
@@ -91,7 +92,7 @@ class Descriptor:
         return self.fingerprints([self.cluster(atoms)])[0]
 
 
-def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, bool]]]:
+def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
     descriptor, structures, transform, augment = args
     import torch
 
@@ -105,14 +106,14 @@ def _internal_error(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {reason}".rstrip(": ")
 
 
-def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, bool]]]:
-    """Images, errors and ``(sites, exact)`` of each standard cell (see :func:`compute_fingerprints`)."""
+def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
+    """Images, errors and ``(sites, fit)`` of each standard cell (see :func:`compute_fingerprints`)."""
     scaled, errors, sites = [], [], []
     for atoms in structures:
-        sites.append((None, False))
+        sites.append((None, None))
         try:
             c = descriptor.cluster(atoms)
-            sites[-1] = (c.info.get("sites"), bool(c.info.get("primitive", False)))
+            sites[-1] = (c.info.get("sites"), basis_fit(c.info))
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
@@ -141,7 +142,7 @@ def compute_fingerprints(
     progress: bool = False,
     desc: str = "fingerprints",
     return_sites: bool = False,
-) -> tuple[np.ndarray, list[str | None]] | tuple[np.ndarray, list[str | None], list[tuple[int | None, bool]]]:
+) -> tuple[np.ndarray, list[str | None]] | tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
     """Fingerprints of many periodic structures, in parallel, one failure never stopping the rest.
 
     Parameters
@@ -159,16 +160,16 @@ def compute_fingerprints(
     progress : bool
         Show a progress bar.
     return_sites : bool
-        Also return, per structure, ``(sites, exact)``: the sites per primitive cell of its standard
+        Also return, per structure, ``(sites, fit)``: the sites per primitive cell of its standard
         cell (``info["sites"]`` of :func:`crystalface.cell.standard_cell`; None where unknown or
-        failed) and whether that count is exact (``info["primitive"]``: the structure folded onto
-        the lattice found with one atom per site), as :func:`crystalface.confidence.assess` takes them.
+        failed) and how the lattice found fits the atoms (:func:`crystalface.confidence.basis_fit`:
+        "exact", "sites" or "none"; None where failed), as :func:`crystalface.confidence.assess` takes them.
 
     Returns
     -------
     (numpy.ndarray, list) or (numpy.ndarray, list, list)
         Images (B, 3, n, n) — zeros where a structure failed — and per structure None or a one-line
-        error; with ``return_sites`` the ``(sites, exact)`` pairs as a third element.
+        error; with ``return_sites`` the ``(sites, fit)`` pairs as a third element.
 
     Examples
     --------

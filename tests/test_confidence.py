@@ -103,10 +103,28 @@ def test_basis_problem_judges_only_counts_a_class_could_have():
     # no lattice finer than a large cell: every label, of this model or another
     assert all(basis_problem(label, 65) is not None for label in ("fcc", "hex/rh", "A15"))
     # an exact count (the structure folds onto the lattice found, one atom per site): above four, every label
-    assert all(basis_problem(label, 5, exact=True) is not None for label in ("fcc", "hex/rh", "A15"))
-    assert basis_problem("hex/rh", 64, exact=True).startswith("no lattice finer than a cell of 64 atoms was found")
-    assert basis_problem("hex/rh", 4, exact=True) is None and basis_problem("fcc", 1, exact=True) is None
-    assert basis_problem("diam", 4, exact=True) == basis_problem("diam", 4)
+    assert all(basis_problem(label, 5, fit="exact") is not None for label in ("fcc", "hex/rh", "A15"))
+    assert basis_problem("hex/rh", 64, fit="exact").startswith("no lattice finer than a cell of 64 atoms was found")
+    assert basis_problem("hex/rh", 4, fit="exact") is None and basis_problem("fcc", 1, fit="exact") is None
+    assert basis_problem("diam", 4, fit="exact") == basis_problem("diam", 4) == basis_problem("diam", 4, fit="sites")
+    assert basis_problem("fcc", 8, fit="sites") is None
+    # atoms on no clear set of sites of the lattice found: every label
+    assert all(basis_problem(label, None, fit="none").startswith("the atoms do not sit on the sites")
+               for label in ("fcc", "hex/rh", "A15"))
+    with pytest.raises(ValueError, match="fit must be one of"):
+        basis_problem("fcc", 1, fit="primitive")
+
+
+def test_basis_fit_reads_the_standard_cell():
+    from crystalface import standard_cell
+    from crystalface.confidence import basis_fit
+
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(4)
+    assert basis_fit(standard_cell(cu).info) == "exact"
+    noisy = cu.copy()
+    noisy.positions += np.random.default_rng(0).normal(0.0, 0.05, noisy.positions.shape)
+    assert basis_fit(standard_cell(noisy).info) == "sites" and standard_cell(noisy).info["sites"] == 1
+    assert basis_fit({"primitive": False, "occupancy": 1.0}) == "none"
 
 
 def test_a_molten_md_cell_is_not_confident():
@@ -143,6 +161,20 @@ def test_a_molten_small_cell_is_not_confident():
     assert own_cell >= 4
 
 
+def test_a_hot_supercell_whose_atoms_miss_the_sites_of_its_lattice_is_not_confident():
+    """256 atoms of fcc copper with 0.4 Å of noise per axis (Lindemann 0.16): in this draw a lattice
+    is found on part of the atoms, but fewer than 90 % of them sit near its sites. It came out
+    hex/rh, confident (score 0.80), before such a fit was judged."""
+    from crystalface import classify, displace, standard_cell
+
+    hot = displace(bulk("Cu", "fcc", a=3.615, cubic=True).repeat(4), 0.4, seed=13)
+    cell = standard_cell(hot)
+    assert not cell.info["primitive"] and "sites" not in cell.info
+    prediction = classify(hot)
+    assert not prediction.confident and prediction.score == 0.0
+    assert prediction.reason.startswith("the atoms do not sit on the sites of the lattice found")
+
+
 def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     from crystalface import Descriptor
 
@@ -155,8 +187,9 @@ def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     confident, value = assess(proba, image, [cu], labels=["fcc"], sites=[2])
     assert not confident[0] and value[0] == 0
     # eight sites: not judged on a lattice that may be coarser than the crystal's, judged when exact
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[8])[1][0] > 0.9
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], exact=[True])[1][0] == 0
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], fits=["sites"])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], fits=["exact"])[1][0] == 0
+    assert assess(proba, image, [cu], labels=["fcc"], sites=[None], fits=["none"])[1][0] == 0
 
 
 def test_doubts_name_the_factor_that_sank_the_score():
