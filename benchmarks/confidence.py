@@ -203,8 +203,8 @@ def level_rates(model, clusters: list[Atoms], labels: list[str], seed: int) -> d
 
 
 #: Defects (vacancy fraction, sigma in Å) made in the periodic ~256-atom supercells of the basis check.
-BASIS_LEVELS = ((0.0, 0.0), (0.0, 0.1), (0.0, 0.2), (0.0, 0.3), (0.25, 0.0), (0.5, 0.0), (0.7, 0.0), (0.8, 0.0),
-                (0.3, 0.08))
+BASIS_LEVELS = ((0.0, 0.0), (0.0, 0.1), (0.0, 0.2), (0.0, 0.3), (0.0, 0.4), (0.25, 0.0), (0.5, 0.0), (0.7, 0.0),
+                (0.8, 0.0), (0.3, 0.08))
 
 
 def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) -> dict:
@@ -212,8 +212,9 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
 
     Each structure as a randomly rotated ~256-atom supercell with the defects of :data:`BASIS_LEVELS`
     made in it (as a user's file holds them). Per level: how many labels the check takes the
-    confidence from, split into right labels (its cost) and wrong ones (its gain), and how many
-    structures had no site count (a lattice with more sites than any class has, or none).
+    confidence from, split into right labels (its cost) and wrong ones (its gain), also by how the
+    lattice found fits the atoms (``confidence.basis_fit``), and how many structures had no site
+    count (a lattice with more sites than any class has, or none) or no clear basis.
     """
     from crystalface.examples import random_rotation
     from crystalface.pipeline import compute_fingerprints
@@ -242,7 +243,12 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
                     "flagged_wrong": int((without & checked & ~right).sum()),
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
                     "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok)),
-                    "no_clear_basis": int(sum(sites[i][1] == "none" for i in ok))}
+                    "no_clear_basis": int(sum(sites[i][1] == "none" for i in ok)),
+                    # the same split by how the lattice found fits the atoms (confidence.basis_fit)
+                    "flagged_right_wrong_by_fit": {fit: [int((without & checked & right & f).sum()),
+                                                         int((without & checked & ~right & f).sum())]
+                                                   for fit in confidence.FITS
+                                                   for f in [np.array([sites[i][1] == fit for i in ok])]}}
         print(f"  basis check, {key}: {out[key]}", flush=True)
     return out
 
