@@ -25,10 +25,10 @@ import os
 import threading
 import warnings
 from bisect import bisect_right
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from itertools import chain, islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
@@ -546,12 +546,21 @@ class BatchSummary:
         Structures already in the output (``resume=True``), not computed again.
     failures : tuple of Prediction
         The first :data:`MAX_LISTED` failures, to show.
+    labels, confident : dict
+        Per class, the structures of this run labelled with it, and how many of those confidently,
+        most frequent class first.
     """
 
     classified: int
     failed: int
     skipped: int
     failures: tuple[Prediction, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict, hash=False)
+    confident: dict[str, int] = field(default_factory=dict, hash=False)
+
+    def label_counts(self) -> str:
+        """The classes of this run in one line, e.g. ``"fcc 4 (3 confident), hex/rh 8 (0 confident)"``."""
+        return ", ".join(f"{label} {n} ({self.confident.get(label, 0)} confident)" for label, n in self.labels.items())
 
 
 def _progress_total(paths: list[str], index, format: str | None, skipped: int) -> int | None:
@@ -729,6 +738,8 @@ def classify_files(
                              daemon=True).start()
         classified = failed = 0
         failures: list[Prediction] = []
+        labels: Counter = Counter()
+        confident: Counter = Counter()
         for pairs in chunks:
             for writer in writers:
                 writer.write(pairs)
@@ -739,6 +750,8 @@ def classify_files(
             for p in predictions:
                 if p.error is None:
                     classified += 1
+                    labels[p.label] += 1
+                    confident[p.label] += bool(p.confident)
                 else:
                     failed += 1
                     if len(failures) < MAX_LISTED:
@@ -746,4 +759,5 @@ def classify_files(
             if total and total[0] is not None and bar.total is None:
                 bar.total = total[0]
             bar.update(len(predictions))
-    return BatchSummary(classified=classified, failed=failed, skipped=tally.skipped, failures=tuple(failures))
+    return BatchSummary(classified=classified, failed=failed, skipped=tally.skipped, failures=tuple(failures),
+                        labels=dict(labels.most_common()), confident={k: confident[k] for k, _ in labels.most_common()})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import ase.db
 import pytest
@@ -87,6 +89,11 @@ def test_jsonl_and_csv_outputs(xyz, tmp_path, model):
     assert summary.failures[0].index == MOLECULE
     records = _records(tmp_path / "out.jsonl")
     assert [r.get("label") for r in records] == _expected_labels()
+    # the classes of the run, most frequent first, and how many of each are confident
+    labelled = [r for r in records if "label" in r]
+    assert summary.labels == dict(Counter(r["label"] for r in labelled).most_common())
+    assert summary.confident == {k: sum(r["confident"] for r in labelled if r["label"] == k) for k in summary.labels}
+    assert summary.label_counts().startswith(f"{next(iter(summary.labels))} {next(iter(summary.labels.values()))} (")
 
     classify_files([xyz], tmp_path / "out.csv", model=model, workers=1)
     import csv
@@ -240,7 +247,7 @@ def test_cli_output_progress_and_resume(xyz, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "structures/s" in err  # the progress bar, with its rate
     assert "13/13" in err  # and its total, so an ETA: extended XYZ frames are counted first
-    assert "12 classified, 1 failed" in err and f"[{MOLECULE}]: " in err
+    assert re.search(r"12 classified: .+ \(\d+ confident\); 1 failed; written to", err) and f"[{MOLECULE}]: " in err
     assert len(_records(out)) == 13
     assert main(["classify", xyz, "--output", str(out), "--workers", "1"]) == 2  # would overwrite
     assert "--resume" in capsys.readouterr().err

@@ -62,9 +62,20 @@ def test_a_file_that_fails_whole_is_named_without_a_frame_number(files, capsys):
 
 def test_classify_table(files, capsys):
     assert main(["classify", "--workers", "1", str(files["cif"])]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    out = out.splitlines()
     assert out[0].split()[:4] == ["source", "frame", "class", "probability"]
     assert "bct141" in out[1]
+    assert "classified" not in err  # one structure: its row says it all
+
+
+def test_classify_says_what_came_out_of_many_structures(files, capsys):
+    assert main(["classify", "--workers", "1", str(files["xyz"]), str(files["cif"]), str(files["molecule"])]) == 1
+    err = capsys.readouterr().err
+    assert "crystalface: 4 classified: fcc 1 (1 confident), bcc 1 (1 confident), diam 1 (1 confident), " \
+           "bct141 1 (1 confident); 1 failed" in err.splitlines()
+    assert main(["classify", "--workers", "1", "-q", str(files["xyz"])]) == 0
+    assert "classified" not in capsys.readouterr().err  # -q: quiet
 
 
 def test_classify_table_columns_line_up_whatever_the_length_of_the_paths(files, tmp_path, capsys, monkeypatch):
