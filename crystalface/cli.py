@@ -87,15 +87,14 @@ def cmd_classify(args) -> int:
     except (OSError, ValueError, ImportError) as exc:  # OSError: e.g. a Dask scheduler out of reach
         print(f"crystalface: {exc}", file=sys.stderr)
         return 2
-    if summary.classified + summary.failed > 1 and not args.quiet:  # a trajectory, a folder: what came out of it
-        print(f"crystalface: {_counts(summary)}", file=sys.stderr)
     if failures:
         total = summary.classified + summary.failed
         print(f"crystalface: {len(failures)} of {total} structures could not be classified:", file=sys.stderr)
         for p in failures:
             print(f"  {_where(p)}: {p.error}", file=sys.stderr)
-        return 1
-    return 0
+    if summary.classified + summary.failed > 1 and not args.quiet:  # a trajectory, a folder: what came out of it
+        print(f"crystalface: {_counts(summary)}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _counts(summary) -> str:

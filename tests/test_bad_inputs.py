@@ -66,7 +66,7 @@ def assert_refused(model_path, capsys, bad, good, reason, index=0):
     assert reason in record["error"] and "\n" not in record["error"]
     assert err[0] == "crystalface: 1 of 2 structures could not be classified:"
     where = f"{bad}" if index == -1 else f"{bad} [{index}]"  # -1: the whole file, no frame number
-    assert err[1:] == [f"  {where}: {record['error']}"]
+    assert err[1:] == [f"  {where}: {record['error']}", "crystalface: 1 classified: bcc 1 (1 confident); 1 failed"]
     assert_good_classified(records[1], good)
     return record
 
@@ -74,7 +74,9 @@ def assert_refused(model_path, capsys, bad, good, reason, index=0):
 def assert_flagged(model_path, capsys, path, good, label=None):
     """``path`` is classified, but flagged as not confident (score below the threshold)."""
     code, records, err = classify(model_path, capsys, path, good)
-    assert code == 0 and err == []
+    # nothing on stderr but the summary of the run: two classified, one of them confident
+    assert code == 0 and len(err) == 1 and err[0].startswith("crystalface: 2 classified: ") and err[0].endswith("; 0 failed")
+    assert err[0].count(" (1 confident)") == 1 and "(2 confident)" not in err[0]
     record = records[0]
     assert record["confident"] is False and record["score"] < 0.5
     if label is not None:
@@ -126,6 +128,7 @@ def test_a_batch_where_everything_fails(model_path, capsys, tmp_path):
     code, records, err = classify(model_path, capsys, path)
     assert code == 1 and [r["index"] for r in records] == [0, 1] and all("error" in r for r in records)
     assert err[0] == "crystalface: 2 of 2 structures could not be classified:"
+    assert err[-1] == "crystalface: 0 classified, 2 failed"
 
 
 def test_a_bad_frame_in_a_trajectory_fails_alone(model_path, capsys, tmp_path, good):
@@ -135,7 +138,8 @@ def test_a_bad_frame_in_a_trajectory_fails_alone(model_path, capsys, tmp_path, g
     code, records, err = classify(model_path, capsys, path, good)
     assert code == 1
     assert [(r["index"], r.get("label"), "error" in r) for r in records[:3]] == [(0, "fcc", False), (1, None, True), (2, "fcc", False)]
-    assert err[1:] == [f"  {path} [1]: atomic positions contain NaN or infinity"]
+    assert err[1:] == [f"  {path} [1]: atomic positions contain NaN or infinity",
+                       "crystalface: 3 classified: fcc 2 (2 confident), bcc 1 (1 confident); 1 failed"]
     assert_good_classified(records[3], good)
 
 
