@@ -10,8 +10,8 @@ distance; draw k of a cell and L uses ``numpy.random.default_rng(k)``). Melting 
 L = 0.1-0.2: below, the right label should be confident; above, no label should be. For each cell
 and L: how many draws come out right and confident, right and not confident, wrong and not
 confident, and **wrong and confident** (the failure a user cannot see), with the reason of each
-not-confident prediction counted (and draws that fail, two atoms drawn within 0.1 Å, apart). One process, ``crystalface.classify``. Writes <output>.json and
-<output>.md.
+not-confident prediction counted (and draws that fail, two atoms drawn within 0.1 Å, apart). One
+process, ``crystalface.classify``. Writes <output>.json and <output>.md.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def cmd_classify(args) -> int:
 
 
 def _counts(summary) -> str:
-    """``"12 classified: hex/rh 8 (0 confident), fcc 4 (3 confident); 0 failed"`` of a :class:`crystalface.batch.BatchSummary`."""
+    """What a :class:`crystalface.batch.BatchSummary` counted, in one line:
+    ``"12 classified: hex/rh 8 (0 confident), fcc 4 (3 confident); 0 failed"``."""
     labels = f": {summary.label_counts()};" if summary.labels else ","
     return f"{summary.classified} classified{labels} {summary.failed} failed"
 
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--scheduler", help="run on Dask: a scheduler address (tcp://host:8786) or 'local' "
                    "(a local cluster of --workers processes); needs pip install 'crystalface[dask]'")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, and no summary of the classes at the end")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, and no summary of the classes at the end")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("fingerprint", help="write the DF-2D fingerprint picture of one structure")

@@ -60,8 +60,8 @@ from .classes import BASIS_SITES
 from .fingerprint import DF2D
 
 __all__ = [
-    "FITS", "THRESHOLD", "NOVELTY_LIMIT", "basis_fit", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem", "score",
-    "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
+    "FITS", "THRESHOLD", "NOVELTY_LIMIT", "basis_fit", "basis_problem", "bragg_fraction", "crystallinity",
+    "domain_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.

@@ -106,7 +106,8 @@ def _internal_error(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {reason}".rstrip(": ")
 
 
-def _fingerprint_chunk(descriptor, structures, transform, augment=None) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
+def _fingerprint_chunk(descriptor, structures, transform,
+                       augment=None) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
     """Images, errors and ``(sites, fit)`` of each standard cell (see :func:`compute_fingerprints`)."""
     scaled, errors, sites = [], [], []
     for atoms in structures:

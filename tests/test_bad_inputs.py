@@ -75,7 +75,8 @@ def assert_flagged(model_path, capsys, path, good, label=None):
     """``path`` is classified, but flagged as not confident (score below the threshold)."""
     code, records, err = classify(model_path, capsys, path, good)
     # nothing on stderr but the summary of the run: two classified, one of them confident
-    assert code == 0 and len(err) == 1 and err[0].startswith("crystalface: 2 classified: ") and err[0].endswith("; 0 failed")
+    assert code == 0 and len(err) == 1
+    assert err[0].startswith("crystalface: 2 classified: ") and err[0].endswith("; 0 failed")
     assert err[0].count(" (1 confident)") == 1 and "(2 confident)" not in err[0]
     record = records[0]
     assert record["confident"] is False and record["score"] < 0.5
