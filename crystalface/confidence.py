@@ -287,8 +287,10 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
       a hot or molten structure, not the crystal's.
     * an ``"exact"`` count above 4, and any count above 64 (:data:`crystalface.cell._MAX_SITES`):
       a structure that repeats with no lattice finer than a cell of that many atoms: amorphous,
-      molten (a hot 32-atom cell in which no lattice is found is its own primitive cell), or a
-      crystal of no class, its fingerprint taken in the frame of that cell.
+      molten (a hot 32-atom cell in which no lattice is found is its own primitive cell), a
+      crystal of no class, or one with a planar defect in every cell (a stacking fault or a twin
+      boundary in a periodic supercell: 12 close-packed layers with one fault are a 12-site
+      polytype), its fingerprint taken in the frame of that cell.
 
     and counts of 1-4 against the classes of :data:`crystalface.classes.BASIS_SITES`. Counts of
     5-64 that are not exact are not judged: with most sites vacant the lattice found can be coarser
@@ -302,7 +304,7 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
     >>> basis_problem("diam", 4)
     'the lattice found has 4 sites per primitive cell; a diam crystal has 2'
     >>> basis_problem("fcc", 32, fit="exact")
-    'no lattice finer than a cell of 32 atoms was found (every class has 1-4 per lattice point): amorphous, molten or of no class'
+    'no lattice finer than a cell of 32 atoms was found (every class has 1-4 per lattice point): amorphous, molten, of no class, or a planar defect in every cell'
     >>> basis_problem("fcc", None, fit="none")
     'the atoms do not sit on the sites of the lattice found: molten, amorphous or strongly disordered'
     """
@@ -313,7 +315,7 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
     allowed = BASIS_SITES.get(label)
     if sites is not None and (sites > _MAX_SITES or (fit == "exact" and sites > _MOST_BASIS_SITES)):
         return (f"no lattice finer than a cell of {sites} atoms was found (every class has 1-{_MOST_BASIS_SITES} per "
-                "lattice point): amorphous, molten or of no class")
+                "lattice point): amorphous, molten, of no class, or a planar defect in every cell")
     if sites is None or allowed is None or not 1 <= sites <= _MOST_BASIS_SITES or sites in allowed:
         return None
     return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"

@@ -161,6 +161,30 @@ def test_a_molten_small_cell_is_not_confident():
     assert own_cell >= 4
 
 
+def test_a_stacking_fault_in_a_small_periodic_cell_is_not_confident():
+    """Twelve close-packed layers of copper, fcc stacked but for one fault (ABCABC BCABCA): the cell
+    repeats with no finer lattice, a 12-site polytype. Its fingerprint is fcc-like (label fcc), but
+    every class has 1-4 sites; as an MD cell of 10^5 atoms with a fault is (more than 64 sites)."""
+    from ase import Atoms
+
+    from crystalface import classify, standard_cell
+
+    def layers(stacking: str, a: float = 2.556) -> Atoms:
+        shift = {"A": (0.0, 0.0), "B": (1 / 3, 1 / 3), "C": (2 / 3, 2 / 3)}
+        cell = [[a, 0, 0], [a / 2, a * np.sqrt(3) / 2, 0], [0, 0, a * np.sqrt(2 / 3) * len(stacking)]]
+        frac = [(*shift[s], i / len(stacking)) for i, s in enumerate(stacking)]
+        return Atoms("Cu" * len(stacking), cell=cell, pbc=True, scaled_positions=frac).repeat((2, 2, 1))
+
+    faulted = layers("ABCABCBCABCA")
+    assert standard_cell(faulted).info["sites"] == 12
+    prediction = classify(faulted)
+    assert prediction.label == "fcc" and not prediction.confident
+    assert prediction.reason.startswith("no lattice finer than a cell of 12 atoms was found")
+    assert prediction.reason.endswith("or a planar defect in every cell")
+    perfect = classify(layers("ABC" * 4))
+    assert perfect.label == "fcc" and perfect.confident
+
+
 def test_a_hot_supercell_whose_atoms_miss_the_sites_of_its_lattice_is_not_confident():
     """256 atoms of fcc copper with 0.4 Å of noise per axis (Lindemann 0.16): in this draw a lattice
     is found on part of the atoms, but fewer than 90 % of them sit near its sites. It came out
