@@ -51,6 +51,7 @@ from ase import Atoms  # noqa: E402
 
 import crystalface  # noqa: E402
 from crystalface import confidence, displace, load_model, vacancies  # noqa: E402
+from crystalface.cell import LATTICE_FITS  # noqa: E402
 from crystalface.dataset import generate_structures  # noqa: E402
 from crystalface.examples import supercell_near  # noqa: E402
 from crystalface.scaling import nearest_neighbour_distance  # noqa: E402
@@ -213,7 +214,7 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
     Each structure as a randomly rotated ~256-atom supercell with the defects of :data:`BASIS_LEVELS`
     made in it (as a user's file holds them). Per level: how many labels the check takes the
     confidence from, split into right labels (its cost) and wrong ones (its gain), also by how the
-    lattice found fits the atoms (``confidence.basis_fit``), and how many structures had no site
+    lattice found fits the atoms (``crystalface.cell.lattice_fit``), and how many structures had no site
     count (a lattice with more sites than any class has, or none) or no clear basis.
     """
     from crystalface.examples import random_rotation
@@ -244,10 +245,10 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
                     "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok)),
                     "no_clear_basis": int(sum(sites[i][1] == "none" for i in ok)),
-                    # the same split by how the lattice found fits the atoms (confidence.basis_fit)
+                    # the same split by how the lattice found fits the atoms (crystalface.cell.lattice_fit)
                     "flagged_right_wrong_by_fit": {fit: [int((without & checked & right & f).sum()),
                                                          int((without & checked & ~right & f).sum())]
-                                                   for fit in confidence.FITS
+                                                   for fit in LATTICE_FITS
                                                    for f in [np.array([sites[i][1] == fit for i in ok])]}}
         print(f"  basis check, {key}: {out[key]}", flush=True)
     return out

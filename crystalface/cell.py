@@ -27,7 +27,8 @@ from ase import Atoms
 from ase.geometry import minkowski_reduce
 from scipy.spatial import cKDTree
 
-__all__ = ["StructureError", "check_periodic", "primitive_lattice", "standard_cell", "standard_orientation"]
+__all__ = ["LATTICE_FITS", "StructureError", "check_periodic", "lattice_fit", "primitive_lattice",
+           "standard_cell", "standard_orientation"]
 
 #: Translations are tested on at most this many atoms of a large input (a fixed, evenly spaced subset).
 _MAX_SCORED_ATOMS = 64
@@ -785,7 +786,7 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         (:func:`_sites_and_occupancy`; 1 for a primitive result and where no finer lattice was found),
         and ``info["sites"]`` the number of sites in one cell of the lattice found (the atoms of a
         primitive result; the sites the atoms of a defective one gather on), absent where the atoms
-        show no clear basis.
+        show no clear basis (:func:`lattice_fit` says which case applied).
 
     Examples
     --------
@@ -817,6 +818,27 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         if key in atoms.info:
             result.info[key] = atoms.info[key]
     return result
+
+
+#: How the lattice :func:`standard_cell` found fits the atoms (:func:`lattice_fit`): "exact", the
+#: structure folds onto it with one atom per site (``info["primitive"]``); "sites", its atoms gather
+#: on the sites of its basis, some vacant or displaced (``info["sites"]`` counts them); "none", they
+#: gather on no clear set of sites (a lattice found on part of a hot structure).
+LATTICE_FITS = ("exact", "sites", "none")
+
+
+def lattice_fit(info: dict) -> str:
+    """Which of :data:`LATTICE_FITS` the ``info`` of a :func:`standard_cell` result says.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> lattice_fit(standard_cell(bulk("Cu", "fcc", a=3.6, cubic=True)).info)
+    'exact'
+    """
+    if info.get("primitive"):
+        return "exact"
+    return "sites" if info.get("sites") is not None else "none"
 
 
 def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:

@@ -55,12 +55,12 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import _MAX_SITES, _minkowski_reduced, _neighbour_distances, _padded_tree
+from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbour_distances, _padded_tree
 from .classes import BASIS_SITES
 from .fingerprint import DF2D
 
 __all__ = [
-    "FITS", "THRESHOLD", "NOVELTY_LIMIT", "basis_fit", "basis_problem", "bragg_fraction", "crystallinity",
+    "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity",
     "domain_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
@@ -263,24 +263,12 @@ def domain_problem(atoms: Atoms) -> str | None:
 _MOST_BASIS_SITES = max(max(counts) for counts in BASIS_SITES.values())
 
 
-#: How the lattice the standard cell found fits the atoms (``fit`` of :func:`basis_problem`): the
-#: structure folds onto it, one atom per site (``info["primitive"]``); its atoms gather on its sites,
-#: some vacant or displaced (``info["sites"]`` counts them); or they gather on no clear set of sites.
-FITS = ("exact", "sites", "none")
-
-
-def basis_fit(cell_info: dict) -> str:
-    """The ``fit`` of :func:`basis_problem` from the ``info`` of :func:`crystalface.cell.standard_cell`."""
-    if cell_info.get("primitive"):
-        return "exact"
-    return "sites" if cell_info.get("sites") is not None else "none"
-
-
 def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str | None:
     """Why a crystal with ``sites`` sites in the primitive cell of its lattice cannot be of class ``label``, or None.
 
-    ``fit`` (:data:`FITS`) says how the lattice the standard cell found fits the atoms; None when
-    not known (then the count is judged as a count of sites). Judged, whatever the label:
+    ``fit`` (:data:`crystalface.cell.LATTICE_FITS`, :func:`crystalface.cell.lattice_fit`) says how
+    the lattice the standard cell found fits the atoms; None when not known (then the count is
+    judged as a count of sites). Judged, whatever the label:
 
     * ``"none"``: the atoms gather on no clear set of sites of the lattice found (fewer than 90 % of
       them near a site, :func:`crystalface.cell._sites_and_occupancy`): a lattice found on part of
@@ -308,8 +296,8 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
     >>> basis_problem("fcc", None, fit="none")
     'the atoms do not sit on the sites of the lattice found: molten, amorphous or strongly disordered'
     """
-    if fit not in (None, *FITS):
-        raise ValueError(f"fit must be one of {FITS} or None, got {fit!r}")
+    if fit not in (None, *LATTICE_FITS):
+        raise ValueError(f"fit must be one of {LATTICE_FITS} or None, got {fit!r}")
     if fit == "none":
         return "the atoms do not sit on the sites of the lattice found: molten, amorphous or strongly disordered"
     allowed = BASIS_SITES.get(label)
@@ -353,8 +341,8 @@ def assess(
         The B predicted class names and the sites per primitive cell of each structure's standard
         cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
     fits : sequence of str, optional
-        Per structure, how the lattice found fits its atoms (:func:`basis_fit` of the standard
-        cell's ``info``; see :func:`basis_problem`); not known when None.
+        Per structure, how the lattice found fits its atoms (:func:`crystalface.cell.lattice_fit`
+        of the standard cell's ``info``; see :func:`basis_problem`); not known when None.
 
     Examples
     --------

@@ -17,9 +17,8 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from .cell import StructureError, atoms_only, standard_cell
+from .cell import StructureError, atoms_only, lattice_fit, standard_cell
 from .cluster import _cluster
-from .confidence import basis_fit
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
 
@@ -114,7 +113,7 @@ def _fingerprint_chunk(descriptor, structures, transform,
         sites.append((None, None))
         try:
             c = descriptor.cluster(atoms)
-            sites[-1] = (c.info.get("sites"), basis_fit(c.info))
+            sites[-1] = (c.info.get("sites"), lattice_fit(c.info))
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
@@ -163,7 +162,7 @@ def compute_fingerprints(
     return_sites : bool
         Also return, per structure, ``(sites, fit)``: the sites per primitive cell of its standard
         cell (``info["sites"]`` of :func:`crystalface.cell.standard_cell`; None where unknown or
-        failed) and how the lattice found fits the atoms (:func:`crystalface.confidence.basis_fit`:
+        failed) and how the lattice found fits the atoms (:func:`crystalface.cell.lattice_fit`:
         "exact", "sites" or "none"; None where failed), as :func:`crystalface.confidence.assess` takes them.
 
     Returns

@@ -115,16 +115,16 @@ def test_basis_problem_judges_only_counts_a_class_could_have():
         basis_problem("fcc", 1, fit="primitive")
 
 
-def test_basis_fit_reads_the_standard_cell():
+def test_lattice_fit_reads_the_standard_cell():
     from crystalface import standard_cell
-    from crystalface.confidence import basis_fit
+    from crystalface.cell import lattice_fit
 
     cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(4)
-    assert basis_fit(standard_cell(cu).info) == "exact"
+    assert lattice_fit(standard_cell(cu).info) == "exact"
     noisy = cu.copy()
     noisy.positions += np.random.default_rng(0).normal(0.0, 0.05, noisy.positions.shape)
-    assert basis_fit(standard_cell(noisy).info) == "sites" and standard_cell(noisy).info["sites"] == 1
-    assert basis_fit({"primitive": False, "occupancy": 1.0}) == "none"
+    assert lattice_fit(standard_cell(noisy).info) == "sites" and standard_cell(noisy).info["sites"] == 1
+    assert lattice_fit({"primitive": False, "occupancy": 1.0}) == "none"
 
 
 def test_a_molten_md_cell_is_not_confident():
