@@ -238,18 +238,17 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
         right = np.array([predicted[k] == labels[i] for k, i in enumerate(ok)])
         without, _ = confidence.assess(proba, images[ok], [inputs[i] for i in ok], model.descriptor.df2d, novelty)
         checked = np.array([confidence.basis_problem(lab, *sites[i]) is not None for lab, i in zip(predicted, ok)])
+        fit = np.array([sites[i][1] for i in ok])  # how the lattice found fits the atoms (crystalface.cell.lattice_fit)
         key = f"vacancies {100 * vac:g} %, sigma {sigma:g} A"
         out[key] = {"n": len(ok), "right": int(right.sum()), "confident_without_check": int(without.sum()),
                     "flagged_right": int((without & checked & right).sum()),
                     "flagged_wrong": int((without & checked & ~right).sum()),
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
                     "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok)),
-                    "no_clear_basis": int(sum(sites[i][1] == "none" for i in ok)),
-                    # the same split by how the lattice found fits the atoms (crystalface.cell.lattice_fit)
-                    "flagged_right_wrong_by_fit": {fit: [int((without & checked & right & f).sum()),
-                                                         int((without & checked & ~right & f).sum())]
-                                                   for fit in LATTICE_FITS
-                                                   for f in [np.array([sites[i][1] == fit for i in ok])]}}
+                    "no_clear_basis": int((fit == "none").sum()),
+                    "flagged_right_wrong_by_fit": {f: [int((without & checked & right & (fit == f)).sum()),
+                                                       int((without & checked & ~right & (fit == f)).sum())]
+                                                   for f in LATTICE_FITS}}
         print(f"  basis check, {key}: {out[key]}", flush=True)
     return out
 

@@ -759,5 +759,6 @@ def classify_files(
             if total and total[0] is not None and bar.total is None:
                 bar.total = total[0]
             bar.update(len(predictions))
+    ranked = dict(labels.most_common())
     return BatchSummary(classified=classified, failed=failed, skipped=tally.skipped, failures=tuple(failures),
-                        labels=dict(labels.most_common()), confident={k: confident[k] for k, _ in labels.most_common()})
+                        labels=ranked, confident={label: confident[label] for label in ranked})
