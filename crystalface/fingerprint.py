@@ -18,8 +18,8 @@ Two kernels compute it:
   q(u, v) of the pixel at (u, v) = (x, y) / D is close to a sum a(u) + b(v) of a part that depends on
   the pixel column only and one that depends on the row only (least squares over the kept pixels),
   and then exp(i q . r) = exp(i a(u) . r) * exp(i b(v) . r) factorises. The amplitude of one
-  orientation is one complex matrix product, (64 x N) @ (N x 64), batched over orientations, one
-  structure at a time (so a structure's fingerprint never depends on the others given with it:
+  orientation is one complex matrix product, (64 x N) @ (N x 64), done as three real ones (Gauss's
+  trick), batched over orientations, one structure at a time (so a structure's fingerprint never depends on the others given with it:
   padding a batch to its largest cluster changes the length of the sums and, with it, their
   rounding). The small rest d = q - a(u) - b(v) (at most ~0.02 / Å) is put back to first order,
   exp(i d.r) ~ 1 + i d.r, which only adds weighted columns to the same product. The +45 degree
@@ -32,13 +32,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-
-if TYPE_CHECKING:
-    import torch
 
 from .cell import StructureError, atoms_only
 
@@ -135,7 +132,7 @@ def scattering_factors(atoms: Atoms) -> np.ndarray:
 
 def _finish(intensity: np.ndarray, params: DF2D) -> np.ndarray:
     """Mask and min-max normalise a batch of (B, 3, n, n) intensities."""
-    intensity = intensity * params.mask()
+    intensity = intensity * _kernel_constants(params)[4]
     lo = intensity.min(axis=(1, 2, 3), keepdims=True)
     hi = intensity.max(axis=(1, 2, 3), keepdims=True)
     span = np.where(hi > lo, hi - lo, 1.0)
@@ -277,8 +274,8 @@ def _separable_q(params: DF2D) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def _pixel_coefficients(params: DF2D, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary per-pixel coefficient of each expansion term, (n_terms, rows, cols) each.
+def _pixel_coefficients(params: DF2D, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary per-pixel coefficient of each expansion term, (n_terms, rows, cols) float32 each.
 
     exp(i d . r) ~ 1 + i (d_x x + d_y y) for the residual d = q_exact - a(u) - b(v) (at most
     ~0.02 / Å on the kept pixels, so |d . r| < 0.1 for our clusters).
@@ -286,62 +283,65 @@ def _pixel_coefficients(params: DF2D, order: int) -> tuple[torch.Tensor, torch.T
     a, b = _separable_q(params)
     d = params.q_exact() - (a[None, :, :] + b[:, None, :])
     coef = np.stack([np.ones(d.shape[:2], dtype=complex) if not t else 1j * d[..., t[0]] for t in _TERMS[order]])
-    import torch  # here, not at the top: what only describes a fingerprint (DF2D) does not need PyTorch
-
-    return torch.from_numpy(coef.real).to(torch.float32), torch.from_numpy(coef.imag).to(torch.float32)
+    return coef.real.astype(np.float32), coef.imag.astype(np.float32)
 
 
-def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
-    """DF-2D (3, n, n) of one cluster. The arrays keep a leading batch axis of one (B = 1)."""
-    import torch
-
-    n_atoms = len(atoms)
-    b = 1
-    pos = _centred(atoms)[None]
-    f = scattering_factors(atoms)[None]
+@lru_cache(maxsize=8)
+def _kernel_constants(params: DF2D) -> tuple[np.ndarray, int | None, np.ndarray, np.ndarray, np.ndarray]:
+    """What every cluster's kernel reuses: the rotations summed over as one (3 O, 3) matrix, the
+    detector turns of the sixth (None: it is summed too), a(u) and b(v) in float32, and the mask."""
     rot = params.rotations().reshape(6, 3, 3)
     turns = _detector_turns(params.angle)
     if turns is not None:  # the +angle pattern about z is the -angle one turned: five sums, not six
         rot = rot[:5]
-    n_orient = len(rot)
-    # rotated positions of every structure in every orientation: (B, O, N, 3)
-    r = torch.from_numpy(np.einsum("bnj,oij->boni", pos, rot)).to(torch.float32)
-    w = torch.from_numpy(f).to(torch.float32)[:, None, :].expand(b, n_orient, n_atoms)  # (B, O, N)
-    qa, qb = (torch.from_numpy(q).to(torch.float32) for q in _separable_q(params))
-    n = params.n_pixels
-    # column factor X[n, i] = exp(i a(u_i) . r_n), row factor Y[l, n] = exp(i b(v_l) . r_n), kept as
-    # real and imaginary parts: real products and one real matrix product are several times faster
-    # on CPU than the same work in complex64
-    phase_x = torch.matmul(r, qa.T)  # (B, O, N, n)
-    col = torch.empty(b, n_orient, n_atoms, 2, n)  # (B, O, N, [Re; Im] x n)
-    torch.cos(phase_x, out=col[:, :, :, 0])
-    torch.sin(phase_x, out=col[:, :, :, 1])
-    col = col.view(b, n_orient, n_atoms, 2 * n)
-    phase_y = torch.matmul(qb, r.transpose(-1, -2))  # (B, O, n, N)
-    row_re, row_im = torch.cos(phase_y), torch.sin(phase_y)
-    # weights of the expansion terms, (B, O, T, 1, N): f_n times a monomial of the coordinates
-    weights = torch.stack([w if not t else w * r[..., t[0]] for t in _TERMS[order]], 2)[:, :, :, None, :]
-    terms = weights.shape[2]
-    # left[(part, t, l), n] = Re/Im Y[l, n] * weight_t[n], stacked along rows, so one real matrix
-    # product against [Re X, Im X] gives the four real blocks of every term
-    left = torch.empty(b, n_orient, 2, terms, n, n_atoms)
-    torch.mul(row_re[:, :, None], weights, out=left[:, :, 0])
-    torch.mul(row_im[:, :, None], weights, out=left[:, :, 1])
-    left = left.view(b, n_orient, 2 * terms * n, n_atoms)
-    blocks = torch.matmul(left, col).view(b, n_orient, 2, terms, n, 2, n)  # [b, o, Y part, t, row, X part, col]
+    qa, qb = (q.astype(np.float32) for q in _separable_q(params))
+    return rot.reshape(-1, 3), turns, qa, qb, params.mask()
+
+
+def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
+    """DF-2D (3, n, n) of one cluster."""
+    import torch  # here, not at the top: what only describes a fingerprint (DF2D) does not need PyTorch
+
+    n_atoms, n = len(atoms), params.n_pixels
+    pos = _centred(atoms)
+    f = scattering_factors(atoms)
+    rot, turns, qa, qb, _ = _kernel_constants(params)
+    n_orient = len(rot) // 3
+    # rotated positions in every orientation, (O, N, 3), from one matrix product (an einsum took 15x
+    # longer); computed in float64 and rounded once
+    r = np.ascontiguousarray((pos @ rot.T).reshape(n_atoms, n_orient, 3).transpose(1, 0, 2), dtype=np.float32)
+    # column factor X[n, i] = exp(i a(u_i) . r_n), (O, N, n), and row factor Y[l, n] = exp(i b(v_l) . r_n),
+    # (O, n, N), as real and imaginary parts (NumPy's float32 sin and cos are ~3x faster than torch's)
+    phase_x = r @ qa.T
+    phase_y = qb @ r.transpose(0, 2, 1)
+    # weights of the expansion terms, (O, T, N): f_n times a monomial of the rotated coordinates
+    terms = _TERMS[order]
+    weights = np.empty((n_orient, len(terms), n_atoms), np.float32)
+    for t, monomial in enumerate(terms):
+        np.multiply(f, r[..., monomial[0]] if monomial else 1.0, out=weights[:, t])
+    # Gauss's three real products for one complex one: with P1 = Yr Xr, P2 = Yi Xi and
+    # P3 = (Yr + Yi)(Xr + Xi), Re = P1 - P2 and Im = P3 - P1 - P2. The three go through one batched
+    # matrix product of the stacked parts, (3 O) x (T n, N) @ (N, n): 3/4 of the operations of the
+    # four real products, and the matrix product is most of the kernel's time
+    col = np.empty((n_orient, 3, n_atoms, n), np.float32)
+    np.cos(phase_x, out=col[:, 0])
+    np.sin(phase_x, out=col[:, 1])
+    np.add(col[:, 0], col[:, 1], out=col[:, 2])
+    row_re, row_im = np.cos(phase_y), np.sin(phase_y)
+    left = np.empty((n_orient, 3, len(terms), n, n_atoms), np.float32)  # [o, part, t, row, atom]
+    np.multiply(row_re[:, None], weights[:, :, None], out=left[:, 0])
+    np.multiply(row_im[:, None], weights[:, :, None], out=left[:, 1])
+    np.multiply((row_re + row_im)[:, None], weights[:, :, None], out=left[:, 2])
+    products = torch.bmm(torch.from_numpy(left).view(3 * n_orient, len(terms) * n, n_atoms),
+                         torch.from_numpy(col).view(3 * n_orient, n_atoms, n))
+    p1, p2, p3 = products.numpy().reshape(n_orient, 3, len(terms), n, n).transpose(1, 0, 2, 3, 4)
+    amp_re, amp_im = p1 - p2, p3 - p1 - p2  # (O, T, n, n): the amplitude of each term
+    # sum_t c_t amp_t, the coefficient of term 0 being 1
     c_re, c_im = _pixel_coefficients(params, order)
-    # Re and Im of sum_t c_t [(Yr Xr - Yi Xi) + i (Yr Xi + Yi Xr)]_t, accumulated term by term in
-    # place: the arrays of one term stay in cache (whole-tensor expressions over all terms made ten
-    # passes through memory and took a third of the kernel's time)
-    re = blocks[:, :, 0, 0, :, 0] - blocks[:, :, 1, 0, :, 1]  # term 0 has coefficient 1
-    im = blocks[:, :, 0, 0, :, 1] + blocks[:, :, 1, 0, :, 0]
-    for t in range(1, terms):
-        amp_re = blocks[:, :, 0, t, :, 0] - blocks[:, :, 1, t, :, 1]
-        amp_im = blocks[:, :, 0, t, :, 1] + blocks[:, :, 1, t, :, 0]
-        re.addcmul_(amp_re, c_re[t]).addcmul_(amp_im, c_im[t], value=-1.0)
-        im.addcmul_(amp_re, c_im[t]).addcmul_(amp_im, c_re[t])
-    intensity = re**2 + im**2  # (B, O, n, n)
+    re = amp_re[:, 0] + (amp_re[:, 1:] * c_re[1:] - amp_im[:, 1:] * c_im[1:]).sum(1)
+    im = amp_im[:, 0] + (amp_re[:, 1:] * c_im[1:] + amp_im[:, 1:] * c_re[1:]).sum(1)
+    intensity = re * re + im * im  # (O, n, n)
     if turns is not None:
-        intensity = torch.cat([intensity, torch.rot90(intensity[:, 4:5], -turns, dims=(-2, -1))], 1)
-    intensity = intensity.reshape(b, 3, 2, n, n).sum(2)
-    return _finish(intensity.double().numpy(), params)[0]
+        intensity = np.concatenate([intensity, np.rot90(intensity[4:5], -turns, axes=(-2, -1))])
+    intensity = intensity.reshape(1, 3, 2, n, n).sum(2)
+    return _finish(intensity.astype(np.float64), params)[0]
