@@ -1,0 +1,147 @@
+"""Hot ~250-atom MD cells: what a frame costs, step by step, from cold to melting.
+
+    python benchmarks/hot_cells.py --output benchmarks/hot_cells
+
+The throughput benchmark's structures are mildly defective (0.02 Å of noise); an MD run at a high
+temperature is not. Structures: supercells of fcc Cu (a = 3.61 Å, 4x4x4 = 256 atoms), bcc Fe
+(2.87 Å, 5x5x5 = 250), diamond Si (5.43 Å, 3x3x3 = 216) and hcp Mg (a = 3.21, c = 5.21 Å, 5x5x5 =
+250), every atom displaced by Gaussian noise of sigma = L x d_nn per axis (L the Lindemann
+parameter, d_nn the nearest-neighbour distance; draw k uses ``numpy.random.default_rng(k)``). Per
+crystal and L, one process and one thread: the median time per structure of the standard cell (SPEC
+step 2, which finds the lattice from the atoms), the mean of the whole of ``crystalface.classify``
+(read excepted; the draws in one call), how often the second, wider lattice search ran (``crystalface.cell._find_lattice``: a
+hot or sparse structure), and how many draws are labelled right / confidently. Writes <output>.json
+and <output>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+#: (name, label, ase.build.bulk arguments, repeat)
+CELLS = (
+    ("Cu fcc", "fcc", dict(name="Cu", crystalstructure="fcc", a=3.61, cubic=True), (4, 4, 4)),
+    ("Fe bcc", "bcc", dict(name="Fe", crystalstructure="bcc", a=2.87, cubic=True), (5, 5, 5)),
+    ("Si diamond", "diam", dict(name="Si", crystalstructure="diamond", a=5.43, cubic=True), (3, 3, 3)),
+    ("Mg hcp", "hex/rh", dict(name="Mg", crystalstructure="hcp", a=3.21, c=5.21), (5, 5, 5)),
+)
+LINDEMANN = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
+DRAWS = 10
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lindemann", type=float, nargs="+", default=list(LINDEMANN))
+    parser.add_argument("--draws", type=int, default=DRAWS, help="random draws per crystal and L (seeds 0 .. draws-1)")
+    parser.add_argument("--output", default="benchmarks/hot_cells")
+    args = parser.parse_args(argv)
+
+    import torch
+    from ase.build import bulk
+    from tqdm.auto import tqdm
+
+    from crystalface import cell as cell_module
+    from crystalface import classify, load_model
+    from crystalface.cell import standard_cell
+    from crystalface.evaluation.provenance import machine_info
+    from crystalface.scaling import nearest_neighbour_distance
+
+    warnings.simplefilter("ignore")  # classify() warns about failures; they are counted
+    torch.set_num_threads(1)
+    model = load_model()
+    classify([bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)], model=model)  # one-time costs: imports, first calls
+
+    # how many lattice searches a structure needed: _search is called once, or twice when the
+    # first search found too little (crystalface.cell._find_lattice)
+    searches = []
+    search = cell_module._search
+
+    def counted(*a, **k):
+        searches.append(1)
+        return search(*a, **k)
+
+    start = time.perf_counter()
+    rows = []
+    cases = [(c, L) for c in CELLS for L in args.lindemann]
+    for (name, label, build, repeat), lindemann in tqdm(cases, desc="hot cells", unit="case"):
+        pristine = bulk(**build).repeat(repeat)
+        d_nn = nearest_neighbour_distance(pristine.repeat(2), "median")
+        frames = []
+        for k in range(args.draws):
+            atoms = pristine.copy()
+            atoms.positions += np.random.default_rng(k).normal(0.0, lindemann * d_nn, atoms.positions.shape)
+            frames.append(atoms)
+        cell_times, second = [], 0
+        cell_module._search = counted
+        try:
+            for atoms in frames:
+                searches.clear()
+                t = time.perf_counter()
+                standard_cell(atoms)
+                cell_times.append(time.perf_counter() - t)
+                second += len(searches) > 1
+        finally:
+            cell_module._search = search
+        t = time.perf_counter()
+        predictions = classify(frames, model=model)  # one call, as a batch job runs them
+        classify_time = (time.perf_counter() - t) / len(frames)
+        ok = [p for p in predictions if not p.error]
+        rows.append({
+            "crystal": name, "label": label, "atoms": len(pristine), "lindemann": lindemann,
+            "sigma_angstrom": round(lindemann * d_nn, 4), "draws": args.draws,
+            "standard_cell_ms": round(1e3 * float(np.median(cell_times)), 2),
+            "classify_ms": round(1e3 * classify_time, 2),
+            "second_search": second,
+            "right": sum(p.label == label for p in ok), "confident": sum(bool(p.confident) for p in ok),
+            "right_confident": sum(p.label == label and bool(p.confident) for p in ok),
+            "failed": len(predictions) - len(ok),
+        })
+    out = {
+        "benchmark": "hot_cells",
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per crystal and L",
+        "timing": "one process, one thread; standard cell: median over the draws; classify: "
+                  "crystalface.classify(draws) in one call (standard cell, cluster, scale, fingerprint, network, "
+                  "confidence), divided by the number of draws",
+        "rows": rows,
+        "total_seconds": round(time.perf_counter() - start, 1),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.output}.json").write_text(json.dumps(out, indent=1) + "\n")
+    Path(f"{args.output}.md").write_text(_markdown(out))
+    print(_markdown(out))
+    return 0
+
+
+def _markdown(out: dict) -> str:
+    m = out["machine"]
+    lines = [
+        "# Hot MD cells: cost per frame from cold to melting", "",
+        f"`{out['command']}` — {out['date']}, commit `{m.get('commit')}`, {m.get('platform')}; "
+        f"one process, one thread; total {out['total_seconds']} s.", "",
+        "~250-atom supercells, every atom displaced by Gaussian noise of σ = L x d_nn per axis, "
+        f"{out['rows'][0]['draws']} draws per crystal and L ({out['seeds']}). Times: {out['timing']}. "
+        "*Second search*: draws for which the first lattice search found too little and the wider one ran.", "",
+        "| crystal | atoms | L | σ (Å) | standard cell (ms) | classify (ms) | second search | right | right and confident |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in out["rows"]:
+        lines.append(f"| {r['crystal']} | {r['atoms']} | {r['lindemann']:g} | {r['sigma_angstrom']:g} | "
+                     f"{r['standard_cell_ms']:.1f} | {r['classify_ms']:.1f} | {r['second_search']}/{r['draws']} | "
+                     f"{r['right']}/{r['draws']} | {r['right_confident']}/{r['draws']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
