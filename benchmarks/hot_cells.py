@@ -16,16 +16,14 @@ and <output>.md.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
+
+import _md_cells
 
 #: (name, label, ase.build.bulk arguments, repeat)
 CELLS = (
@@ -39,11 +37,7 @@ DRAWS = 10
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lindemann", type=float, nargs="+", default=list(LINDEMANN))
-    parser.add_argument("--draws", type=int, default=DRAWS, help="random draws per crystal and L (seeds 0 .. draws-1)")
-    parser.add_argument("--output", default="benchmarks/hot_cells")
-    args = parser.parse_args(argv)
+    args = _md_cells.parser(__doc__, "benchmarks/hot_cells", LINDEMANN, DRAWS).parse_args(argv)
 
     import torch
     from ase.build import bulk
@@ -75,11 +69,7 @@ def main(argv=None) -> int:
     for (name, label, build, repeat), lindemann in tqdm(cases, desc="hot cells", unit="case"):
         pristine = bulk(**build).repeat(repeat)
         d_nn = nearest_neighbour_distance(pristine.repeat(2), "median")
-        frames = []
-        for k in range(args.draws):
-            atoms = pristine.copy()
-            atoms.positions += np.random.default_rng(k).normal(0.0, lindemann * d_nn, atoms.positions.shape)
-            frames.append(atoms)
+        frames = _md_cells.hot_copies(pristine, lindemann * d_nn, args.draws)
         cell_times, second = [], 0
         cell_module._search = counted
         try:
@@ -107,7 +97,7 @@ def main(argv=None) -> int:
         })
     out = {
         "benchmark": "hot_cells",
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": _md_cells.command(argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per crystal and L",
@@ -117,10 +107,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "total_seconds": round(time.perf_counter() - start, 1),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.output}.json").write_text(json.dumps(out, indent=1) + "\n")
-    Path(f"{args.output}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    _md_cells.write(out, args.output, _markdown)
     return 0
 
 

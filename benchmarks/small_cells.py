@@ -16,17 +16,13 @@ process, ``crystalface.classify``. Writes <output>.json and <output>.md.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import sys
 import time
 import warnings
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
-import numpy as np
+import _md_cells
 
 #: (name, label, ase.build.bulk arguments, repeats)
 CELLS = (
@@ -49,11 +45,7 @@ def _kind(reason: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lindemann", type=float, nargs="+", default=list(LINDEMANN))
-    parser.add_argument("--draws", type=int, default=DRAWS, help="random draws per cell and L (seeds 0 .. draws-1)")
-    parser.add_argument("--output", default="benchmarks/small_cells")
-    args = parser.parse_args(argv)
+    args = _md_cells.parser(__doc__, "benchmarks/small_cells", LINDEMANN, DRAWS).parse_args(argv)
 
     import torch
     from ase.build import bulk
@@ -77,9 +69,7 @@ def main(argv=None) -> int:
         counts = Counter()
         labels = Counter()
         reasons = Counter()
-        for k in range(args.draws):
-            atoms = pristine.copy()
-            atoms.positions += np.random.default_rng(k).normal(0.0, sigma, atoms.positions.shape)
+        for atoms in _md_cells.hot_copies(pristine, sigma, args.draws):
             p = classify([atoms], model=model)[0]  # a list: a failure comes back as an error, not raised
             if p.error:  # two atoms drawn onto the same spot
                 counts["failed"] += 1
@@ -97,17 +87,14 @@ def main(argv=None) -> int:
                      "labels": dict(labels.most_common()), "reasons_not_confident": dict(reasons.most_common())})
     out = {
         "benchmark": "small_cells",
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": _md_cells.command(argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per cell and L",
         "rows": rows,
         "total_seconds": round(time.perf_counter() - start, 1),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.output}.json").write_text(json.dumps(out, indent=1) + "\n")
-    Path(f"{args.output}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    _md_cells.write(out, args.output, _markdown)
     return 0
 
 
