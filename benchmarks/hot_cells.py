@@ -9,9 +9,9 @@ temperature is not. Structures: supercells of fcc Cu (a = 3.61 Å, 4x4x4 = 256 a
 parameter, d_nn the nearest-neighbour distance; draw k uses ``numpy.random.default_rng(k)``). Per
 crystal and L, one process and one thread: the median time per structure of the standard cell (SPEC
 step 2, which finds the lattice from the atoms), the mean of the whole of ``crystalface.classify``
-(read excepted; the draws in one call), how often the second, wider lattice search ran (``crystalface.cell._find_lattice``: a
-hot or sparse structure), and how many draws are labelled right / confidently. Writes <output>.json
-and <output>.md.
+(read excepted; the draws in one call), how often the second, wider lattice search ran
+(``crystalface.cell._find_lattice``: a hot or sparse structure), and how many draws are labelled
+right / confidently. Writes <output>.json and <output>.md.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _markdown(out: dict) -> str:
         "~250-atom supercells, every atom displaced by Gaussian noise of σ = L x d_nn per axis, "
         f"{out['rows'][0]['draws']} draws per crystal and L ({out['seeds']}). Times: {out['timing']}. "
         "*Second search*: draws for which the first lattice search found too little and the wider one ran.", "",
-        "| crystal | atoms | L | σ (Å) | standard cell (ms) | classify (ms) | second search | right | right and confident |",
+        "| crystal | atoms | L | σ (Å) | standard cell (ms) | classify (ms) | second search | right "
+        "| right and confident |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in out["rows"]:

@@ -19,9 +19,9 @@ Two kernels compute it:
   the pixel column only and one that depends on the row only (least squares over the kept pixels),
   and then exp(i q . r) = exp(i a(u) . r) * exp(i b(v) . r) factorises. The amplitude of one
   orientation is one complex matrix product, (64 x N) @ (N x 64), done as three real ones (Gauss's
-  trick), batched over orientations, one structure at a time (so a structure's fingerprint never depends on the others given with it:
-  padding a batch to its largest cluster changes the length of the sums and, with it, their
-  rounding). The small rest d = q - a(u) - b(v) (at most ~0.02 / Å) is put back to first order,
+  trick), batched over orientations, one structure at a time (so a structure's fingerprint never
+  depends on the others given with it: padding a batch to its largest cluster changes the length
+  of the sums and, with it, their rounding). The small rest d = q - a(u) - b(v) (at most ~0.02 / Å) is put back to first order,
   exp(i d.r) ~ 1 + i d.r, which only adds weighted columns to the same product. The +45 degree
   pattern about z is the -45 degree one turned by a quarter on the detector, so five orientations
   are summed, not six.
@@ -295,7 +295,10 @@ def _kernel_constants(params: DF2D) -> tuple[np.ndarray, int | None, np.ndarray,
     if turns is not None:  # the +angle pattern about z is the -angle one turned: five sums, not six
         rot = rot[:5]
     qa, qb = (q.astype(np.float32) for q in _separable_q(params))
-    return rot.reshape(-1, 3), turns, qa, qb, params.mask()
+    constants = rot.reshape(-1, 3), qa, qb, params.mask()
+    for array in constants:
+        array.setflags(write=False)  # shared by every call
+    return constants[0], turns, *constants[1:]
 
 
 def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
@@ -311,7 +314,7 @@ def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
     # longer); computed in float64 and rounded once
     r = np.ascontiguousarray((pos @ rot.T).reshape(n_atoms, n_orient, 3).transpose(1, 0, 2), dtype=np.float32)
     # column factor X[n, i] = exp(i a(u_i) . r_n), (O, N, n), and row factor Y[l, n] = exp(i b(v_l) . r_n),
-    # (O, n, N), as real and imaginary parts (NumPy's float32 sin and cos are ~3x faster than torch's)
+    # (O, n, N), as real and imaginary parts (NumPy's float32 sin and cos: ~3x faster than torch's here)
     phase_x = r @ qa.T
     phase_y = qb @ r.transpose(0, 2, 1)
     # weights of the expansion terms, (O, T, N): f_n times a monomial of the rotated coordinates
