@@ -7,6 +7,7 @@ import argparse
 import json
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,19 @@ def hot_copies(pristine, sigma: float, draws: int) -> list:
 def command(argv) -> str:
     """The command line that ran the benchmark: ``argv`` as given to ``main``, or the process's."""
     return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+
+def provenance(benchmark: str, argv, draws: int, per: str) -> dict:
+    """The first keys of a result: the benchmark, its command line, date, machine and seeds."""
+    from crystalface.evaluation.provenance import machine_info
+
+    return {
+        "benchmark": benchmark,
+        "command": command(argv),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "seeds": f"numpy.random.default_rng(k), k = 0 .. {draws - 1}, per {per} and L",
+    }
 
 
 def write(out: dict, output: str, markdown) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -46,7 +45,6 @@ def main(argv=None) -> int:
     from crystalface import cell as cell_module
     from crystalface import classify, load_model
     from crystalface.cell import standard_cell
-    from crystalface.evaluation.provenance import machine_info
     from crystalface.scaling import nearest_neighbour_distance
 
     warnings.simplefilter("ignore")  # classify() warns about failures; they are counted
@@ -96,11 +94,7 @@ def main(argv=None) -> int:
             "failed": len(predictions) - len(ok),
         })
     out = {
-        "benchmark": "hot_cells",
-        "command": _md_cells.command(argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per crystal and L",
+        **_md_cells.provenance("hot_cells", argv, args.draws, "crystal"),
         "timing": "one process, one thread; standard cell: median over the draws; classify: "
                   "crystalface.classify(draws) in one call (standard cell, cluster, scale, fingerprint, network, "
                   "confidence), divided by the number of draws",

@@ -20,7 +20,6 @@ import sys
 import time
 import warnings
 from collections import Counter
-from datetime import datetime, timezone
 
 import _md_cells
 
@@ -52,7 +51,6 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from crystalface import classify, load_model
-    from crystalface.evaluation.provenance import machine_info
     from crystalface.scaling import nearest_neighbour_distance
 
     warnings.simplefilter("ignore")  # classify() warns about failures; they are counted
@@ -86,11 +84,7 @@ def main(argv=None) -> int:
                                                      "wrong_confident", "failed")},
                      "labels": dict(labels.most_common()), "reasons_not_confident": dict(reasons.most_common())})
     out = {
-        "benchmark": "small_cells",
-        "command": _md_cells.command(argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per cell and L",
+        **_md_cells.provenance("small_cells", argv, args.draws, "cell"),
         "rows": rows,
         "total_seconds": round(time.perf_counter() - start, 1),
     }
