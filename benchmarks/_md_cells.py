@@ -1,5 +1,5 @@
 """What the benchmarks of MD cells from cold to molten share (small_cells.py, hot_cells.py): their
-options, the hot copies of a cell, the command line and writing the results."""
+options, the hot copies of a cell, and the provenance, writing and first line of the results."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,22 +39,34 @@ def command(argv) -> str:
     return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
 
 
-def provenance(benchmark: str, argv, draws: int, per: str) -> dict:
-    """The first keys of a result: the benchmark, its command line, date, machine and seeds."""
+def save(benchmark: str, argv, args, per: str, rows: list, started: float, markdown, **notes) -> dict:
+    """The result of a run, written to ``<args.output>.json`` and ``.md`` (``markdown(result)``, also printed).
+
+    Its keys: the benchmark, its command line, date, machine and seeds (draw k of each ``per`` and L
+    from ``numpy.random.default_rng(k)``), then ``notes``, the rows and the seconds since ``started``.
+    """
     from crystalface.evaluation.provenance import machine_info
 
-    return {
+    out = {
         "benchmark": benchmark,
         "command": command(argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "seeds": f"numpy.random.default_rng(k), k = 0 .. {draws - 1}, per {per} and L",
+        "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per {per} and L",
+        **notes,
+        "rows": rows,
+        "total_seconds": round(time.perf_counter() - started, 1),
     }
+    text = markdown(out)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.output}.json").write_text(json.dumps(out, indent=1) + "\n")
+    Path(f"{args.output}.md").write_text(text)
+    print(text)
+    return out
 
 
-def write(out: dict, output: str, markdown) -> None:
-    """``<output>.json`` and ``<output>.md`` (``markdown(out)``, also printed)."""
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{output}.json").write_text(json.dumps(out, indent=1) + "\n")
-    Path(f"{output}.md").write_text(markdown(out))
-    print(markdown(out))
+def run_line(out: dict, how: str) -> str:
+    """The Markdown line that says which command ran, when, at which commit, on what and how long."""
+    machine = out["machine"]
+    return (f"`{out['command']}` — {out['date']}, commit `{machine.get('commit')}`, {machine.get('platform')}; "
+            f"{how}; total {out['total_seconds']} s.")

@@ -93,24 +93,17 @@ def main(argv=None) -> int:
             "right_confident": sum(p.label == label and bool(p.confident) for p in ok),
             "failed": len(predictions) - len(ok),
         })
-    out = {
-        **_md_cells.provenance("hot_cells", argv, args.draws, "crystal"),
-        "timing": "one process, one thread; standard cell: median over the draws; classify: "
-                  "crystalface.classify(draws) in one call (standard cell, cluster, scale, fingerprint, network, "
-                  "confidence), divided by the number of draws",
-        "rows": rows,
-        "total_seconds": round(time.perf_counter() - start, 1),
-    }
-    _md_cells.write(out, args.output, _markdown)
+    _md_cells.save("hot_cells", argv, args, "crystal", rows, start, _markdown,
+                   timing="one process, one thread; standard cell: median over the draws; classify: "
+                          "crystalface.classify(draws) in one call (standard cell, cluster, scale, fingerprint, "
+                          "network, confidence), divided by the number of draws")
     return 0
 
 
 def _markdown(out: dict) -> str:
-    m = out["machine"]
     lines = [
         "# Hot MD cells: cost per frame from cold to melting", "",
-        f"`{out['command']}` — {out['date']}, commit `{m.get('commit')}`, {m.get('platform')}; "
-        f"one process, one thread; total {out['total_seconds']} s.", "",
+        _md_cells.run_line(out, "one process, one thread"), "",
         "~250-atom supercells, every atom displaced by Gaussian noise of σ = L x d_nn per axis, "
         f"{out['rows'][0]['draws']} draws per crystal and L ({out['seeds']}). Times: {out['timing']}. "
         "*Second search*: draws for which the first lattice search found too little and the wider one ran.", "",

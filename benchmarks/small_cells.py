@@ -83,22 +83,15 @@ def main(argv=None) -> int:
                      **{key: counts[key] for key in ("right_confident", "right_not_confident", "wrong_not_confident",
                                                      "wrong_confident", "failed")},
                      "labels": dict(labels.most_common()), "reasons_not_confident": dict(reasons.most_common())})
-    out = {
-        **_md_cells.provenance("small_cells", argv, args.draws, "cell"),
-        "rows": rows,
-        "total_seconds": round(time.perf_counter() - start, 1),
-    }
-    _md_cells.write(out, args.output, _markdown)
+    _md_cells.save("small_cells", argv, args, "cell", rows, start, _markdown)
     return 0
 
 
 def _markdown(out: dict) -> str:
-    machine = out["machine"]
     lines = [
         "# Small periodic cells from cold to molten: right, and confident when right?",
         "",
-        f"`{out['command']}` — {out['date']}, commit `{machine.get('commit')}`, {machine.get('platform')}; "
-        f"one process; total {out['total_seconds']} s.",
+        _md_cells.run_line(out, "one process"),
         "",
         "Supercells of a few conventional cells (ab-initio MD sizes), every atom displaced by Gaussian noise of "
         "σ = L x d_nn per axis (L the Lindemann parameter; melting is usually placed at L = 0.1-0.2), "
