@@ -294,11 +294,12 @@ def _kernel_constants(params: DF2D) -> tuple[np.ndarray, int | None, np.ndarray,
     turns = _detector_turns(params.angle)
     if turns is not None:  # the +angle pattern about z is the -angle one turned: five sums, not six
         rot = rot[:5]
+    rot = rot.reshape(-1, 3)
     qa, qb = (q.astype(np.float32) for q in _separable_q(params))
-    constants = rot.reshape(-1, 3), qa, qb, params.mask()
-    for array in constants:
+    mask = params.mask()
+    for array in (rot, qa, qb, mask):
         array.setflags(write=False)  # shared by every call
-    return constants[0], turns, *constants[1:]
+    return rot, turns, qa, qb, mask
 
 
 def _fingerprint_one(atoms: Atoms, params: DF2D, order: int) -> np.ndarray:
