@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -786,7 +787,11 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         (:func:`_sites_and_occupancy`; 1 for a primitive result and where no finer lattice was found),
         and ``info["sites"]`` the number of sites in one cell of the lattice found (the atoms of a
         primitive result; the sites the atoms of a defective one gather on), absent where the atoms
-        show no clear basis (:func:`lattice_fit` says which case applied).
+        show no clear basis (:func:`lattice_fit` says which case applied). Where a defective
+        result has ``info["sites"]``, its per-atom arrays ``arrays["site"]`` (which of those sites
+        the atom sits on, 0 .. sites - 1; -1 for an atom on none of them) and
+        ``arrays["displacement"]`` (Å, from the centre of its site; zero on no site) say where
+        each atom sits: :func:`crystalface.cluster` reads them (see there).
 
     Examples
     --------
@@ -807,9 +812,12 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
     if result is None:
         result = Atoms(numbers=atoms.numbers, positions=positions, cell=user_cell, pbc=True)
         result.info["primitive"] = False
-        sites, result.info["occupancy"] = _sites_and_occupancy(positions, standard, index, 2.0 * tol) if index > 1 else (None, 1.0)
-        if sites is not None:
-            result.info["sites"] = sites
+        found = _sites_and_occupancy(positions, standard, index, 2.0 * tol) if index > 1 else _Sites(None, 1.0)
+        result.info["occupancy"] = found.occupancy
+        if found.count is not None:
+            result.info["sites"] = found.count
+            result.new_array("site", found.site)
+            result.new_array("displacement", found.displacement)
     else:
         result.info["primitive"] = True
         result.info["occupancy"] = 1.0
@@ -904,8 +912,20 @@ _MAX_SITES = 64
 _MIN_ON_SITES = 0.9
 
 
-def _sites_and_occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> tuple[int | None, float]:
-    """Sites of the crystal's basis, and the fraction of its sites that hold an atom (1 - the vacancy fraction, at most 1).
+class _Sites(NamedTuple):
+    """What :func:`_sites_and_occupancy` finds: ``count`` sites in the primitive cell (None: no
+    clear basis), the ``occupancy`` of the crystal's sites, and per atom its ``site`` (0 .. count -
+    1, -1 for an atom on none of them) and ``displacement`` (Å) from the centre of that site."""
+
+    count: int | None
+    occupancy: float
+    site: np.ndarray | None = None
+    displacement: np.ndarray | None = None
+
+
+def _sites_and_occupancy(positions: np.ndarray, lattice: np.ndarray, index: int, radius: float) -> _Sites:
+    """Sites of the crystal's basis, the fraction of its sites that hold an atom (1 - the vacancy
+    fraction, at most 1), and which site each atom sits on.
 
     ``positions`` (Å) are folded into the primitive cell ``lattice`` (rows; the user's cell holds
     ``index`` of them) and grouped into sites: atoms within ``radius`` of a site's centre (min-image
@@ -913,7 +933,7 @@ def _sites_and_occupancy(positions: np.ndarray, lattice: np.ndarray, index: int,
     :data:`_MIN_SITE_SHARE` of the fullest site's atoms do not count. The crystal has
     ``sites x index`` sites, of which ``len(positions)`` hold an atom. When the counted sites hold
     fewer than :data:`_MIN_ON_SITES` of the atoms, or there are more than :data:`_MAX_SITES`, the
-    lattice does not describe the atoms well: ``(None, 1.0)`` (no basis; the ball of ``n_atoms`` atoms).
+    lattice does not describe the atoms well: ``_Sites(None, 1.0)`` (no basis; the ball of ``n_atoms`` atoms).
 
     Why it matters: a ~256-atom ball cut from a structure with half of its sites vacant is twice as
     big as the balls the network was trained on (and its fingerprint another picture); SPEC's
@@ -925,27 +945,33 @@ def _sites_and_occupancy(positions: np.ndarray, lattice: np.ndarray, index: int,
     >>> from ase.build import bulk
     >>> atoms = bulk("Cu", "fcc", a=3.6).repeat(4)
     >>> del atoms[::2]
-    >>> _sites_and_occupancy(atoms.positions, bulk("Cu", "fcc", a=3.6).cell[:], 64, 1.0)
-    (1, 0.5)
+    >>> found = _sites_and_occupancy(atoms.positions, bulk("Cu", "fcc", a=3.6).cell[:], 64, 1.0)
+    >>> found.count, found.occupancy, set(found.site.tolist())
+    (1, 0.5, {0})
     """
     inverse = np.linalg.inv(lattice)
     frac = _wrap(positions @ inverse)
     remaining = np.arange(len(frac))
-    sizes = []
-    while len(remaining) and len(sizes) <= _MAX_SITES:
+    members = []
+    displacement = np.zeros((len(frac), 3))
+    while len(remaining) and len(members) <= _MAX_SITES:
         centre = frac[remaining[0]]
         for recentre in (True, False):  # seed at an atom, recentre on the atoms found, take those
             diff, distance = _wrapped_offsets(frac[remaining], centre, lattice)
             near = distance < radius
             if recentre:
                 centre = centre + diff[near].mean(axis=0)  # the seed itself is near: never empty
-        sizes.append(int(near.sum()))
+        members.append(remaining[near])
+        displacement[remaining[near]] = diff[near] @ lattice
         remaining = remaining[~near] if near.any() else remaining[1:]
-    if len(sizes) > _MAX_SITES:
-        return None, 1.0
-    sizes = np.array(sizes)
-    counted = sizes >= _MIN_SITE_SHARE * sizes.max()
+    if len(members) > _MAX_SITES:
+        return _Sites(None, 1.0)
+    sizes = np.array([len(m) for m in members])
+    counted = np.flatnonzero(sizes >= _MIN_SITE_SHARE * sizes.max())
     if sizes[counted].sum() < _MIN_ON_SITES * len(positions):
-        return None, 1.0  # atoms far from every site: a lattice that is not the crystal's, or a liquid
-    sites = int(counted.sum())
-    return sites, float(min(1.0, len(positions) / (sites * index)))
+        return _Sites(None, 1.0)  # atoms far from every site: a lattice that is not the crystal's, or a liquid
+    site = np.full(len(frac), -1)
+    for k, group in enumerate(counted):
+        site[members[group]] = k
+    displacement[site < 0] = 0.0
+    return _Sites(len(counted), float(min(1.0, len(positions) / (len(counted) * index))), site, displacement)

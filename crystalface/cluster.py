@@ -22,8 +22,15 @@ __all__ = ["cluster"]
 _SHELL_GAP = 1e-3
 
 
-def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atoms:
+def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None, seed: int = 0) -> Atoms:
     """Cut a finite ball of about ``n_atoms`` atoms out of a periodic structure.
+
+    When the ball holds an atom of the cell more than once and ``atoms`` says on which site of its
+    lattice each atom sits and how far it is displaced from it (``arrays["site"]`` and
+    ``arrays["displacement"]``, as :func:`crystalface.standard_cell` gives them for a noisy or
+    defective supercell), every atom of the ball gets the displacement of a random atom of the ball
+    on the same site instead of its own (:func:`_untie_displacements`): the displacements of a small
+    simulation cell repeat with its period, those of the crystal it stands for do not.
 
     Parameters
     ----------
@@ -35,6 +42,8 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     center : int, optional
         Index of the atom at the centre. Default: the atom nearest the cell origin, so the result
         does not depend on the order of the atoms.
+    seed : int
+        Seed of the random assignment of displacements (only used where the ball repeats the cell).
 
     Returns
     -------
@@ -51,7 +60,7 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None) -> Atom
     if n_atoms < 32:
         raise ValueError(f"n_atoms must be at least 32 for a meaningful diffraction pattern, got {n_atoms}")
     _check_periodic(atoms)  # atoms_only has run: check_periodic would run it again
-    return _cluster(atoms, n_atoms, center)
+    return _cluster(atoms, n_atoms, center, seed)
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +99,7 @@ def _images_in_ball(frac: np.ndarray, half_width: np.ndarray, reps: np.ndarray) 
     return np.concatenate(shifts), np.concatenate(atoms)
 
 
-def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
+def _cluster(atoms: Atoms, n_atoms: int, center: int | None, seed: int = 0) -> Atoms:
     """:func:`cluster` of a structure that :func:`check_periodic` has accepted (e.g. a standard cell)."""
     cell = np.asarray(atoms.cell[:], dtype=float)
     frac = atoms.get_scaled_positions(wrap=True)
@@ -129,6 +138,35 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None) -> Atoms:
         raise StructureError("cannot cut a cluster: all atoms are at the same distance")
     k = int(gaps[np.argmin(np.abs(gaps - n_atoms))])
     keep = order[:k]
-    out = Atoms(numbers=numbers[keep], positions=all_pos[keep], pbc=False)
+    ball = all_pos[keep]
+    if "site" in atoms.arrays and "displacement" in atoms.arrays:
+        ball = _untie_displacements(ball, atom[inside][keep], atoms.arrays["site"], atoms.arrays["displacement"], seed)
+    out = Atoms(numbers=numbers[keep], positions=ball, pbc=False)
     out.info.update(atoms.info)
+    return out
+
+
+def _untie_displacements(positions: np.ndarray, atom: np.ndarray, site: np.ndarray, displacement: np.ndarray,
+                         seed: int) -> np.ndarray:
+    """``positions`` of a ball (rows: images of the cell's atoms ``atom``) with the displacements
+    from their sites dealt out anew among the images on each site, when the ball repeats an atom.
+
+    A noisy supercell of a few unit cells (an ab-initio MD snapshot of 16-64 atoms) is periodic: its
+    ball repeats every displacement with the cell's period, and its diffraction pattern shows the
+    cell's reciprocal lattice, reflections the hot crystal does not have (in a bcc cell of 16 atoms
+    at Lindemann 0.1, half the snapshots came out as another class, most of them confidently). Each
+    image on site s (``site``, -1: none) keeps its site and gets the ``displacement`` (Å) of another
+    image on s, a random permutation (numpy ``default_rng(seed)``), so that the ball holds the cell's
+    displacements as often as before, no longer in step with the cell. Atoms on no site and balls
+    that hold every atom at most once are left as they are.
+    """
+    if len(atom) == 0 or np.bincount(atom).max() < 2:
+        return positions
+    rng = np.random.default_rng(seed)
+    out = positions.copy()
+    on_site = site[atom]
+    for s in np.unique(on_site[on_site >= 0]):
+        rows = np.flatnonzero(on_site == s)
+        own = displacement[atom[rows]]
+        out[rows] += own[rng.permutation(len(rows))] - own
     return out

@@ -75,6 +75,10 @@ class Descriptor:
         removed from the pristine ball). Cutting ``n_atoms`` atoms instead would give a ball
         1 / (1 - v)^(1/3) times wider than any the network saw (at half the sites vacant, fcc copper
         comes out fcc 0 times in 10 that way, against 10 in 10 for the ball of the pristine crystal).
+
+        A ball that repeats the cell of a noisy structure gets its displacements dealt out anew
+        among the images on each site (see :func:`crystalface.cluster`): a small MD cell then gives
+        the ball a large cell of the same crystal gives, not a superlattice of its one pattern of noise.
         """
         # standard_cell has checked the structure, and its result is periodic by construction
         cell = standard_cell(atoms)

@@ -222,6 +222,35 @@ def test_sites_of_the_basis_are_counted_without_a_symmetry_finder():
     assert cell.info["primitive"] is True and cell.info["sites"] == 64
 
 
+def test_a_noisy_supercell_says_which_site_each_atom_sits_on_and_how_far_from_it():
+    """Diamond, two sites: each atom is on the site of its sublattice, displaced from the site's
+    centre by its noise less the mean noise of the site (lengths: the standard cell is rotated)."""
+    si = bulk("Si", "diamond", a=5.43, cubic=True).repeat(3)
+    noise = np.random.default_rng(4).normal(0.0, 0.05, (len(si), 3))
+    noisy = si.copy()
+    noisy.positions += noise
+    cell = standard_cell(rotated(noisy, 2))
+    assert not cell.info["primitive"] and cell.info["sites"] == 2
+    site = cell.arrays["site"]
+    sublattice = (np.round(4 * si.get_scaled_positions() * 3) % 2 == 1).all(axis=1)  # (1/4, 1/4, 1/4) + fcc
+    assert set(site[sublattice]) | set(site[~sublattice]) == {0, 1} and len(set(site[sublattice])) == 1
+    assert set(site[sublattice]) != set(site[~sublattice])
+    expected = noise.copy()
+    for part in (sublattice, ~sublattice):
+        expected[part] -= noise[part].mean(axis=0)
+    np.testing.assert_allclose(np.linalg.norm(cell.arrays["displacement"], axis=1), np.linalg.norm(expected, axis=1),
+                               atol=1e-9)
+
+
+def test_sites_and_displacements_only_where_the_atoms_do_not_fold():
+    fe = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(4)
+    assert "site" not in standard_cell(fe).arrays and "displacement" not in standard_cell(fe).arrays
+    sparse = standard_cell(vacancies(fe, 0.25, seed=3))  # vacancies only: every atom on its site
+    assert sparse.info["sites"] == 1
+    assert np.all(sparse.arrays["site"] == 0)
+    np.testing.assert_allclose(sparse.arrays["displacement"], 0.0, atol=1e-9)
+
+
 HOT = {  # ~250-atom supercells and the volume of their primitive cell (Å^3)
     "Fe bcc": (lambda: bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5), 2.87**3 / 2),
     "Cu fcc": (lambda: bulk("Cu", "fcc", a=3.61, cubic=True).repeat(4), 3.61**3 / 4),

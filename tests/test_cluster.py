@@ -153,3 +153,71 @@ def test_a_large_cell_gives_its_ball():
     assert len(ball) == len(small) == 249
     np.testing.assert_allclose(np.sort(np.linalg.norm(ball.positions, axis=1)),
                                np.sort(np.linalg.norm(small.positions, axis=1)), atol=1e-9)
+
+
+def _hot_small_cell(seed: int = 0, a: float = 3.0) -> tuple[Atoms, np.ndarray]:
+    """Eight atoms of simple cubic polonium (2 x 2 x 2 cells), displaced by ``u`` (atom 0, the ball's
+    centre, not), with the site (all 0) and displacement of each atom as standard_cell gives them."""
+    from ase.build import bulk
+
+    cell = bulk("Po", "sc", a=a).repeat(2)
+    u = np.random.default_rng(seed).normal(0.0, 0.1, (len(cell), 3))
+    u[0] = 0.0
+    cell.positions += u
+    cell.new_array("site", np.zeros(len(cell), dtype=int))
+    cell.new_array("displacement", u)
+    return cell, u
+
+
+def _without_sites(atoms: Atoms) -> Atoms:
+    plain = atoms.copy()
+    del plain.arrays["site"], plain.arrays["displacement"]
+    return plain
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x[np.lexsort(np.round(x, 9).T)]
+
+
+def test_a_ball_that_repeats_the_cell_deals_its_displacements_out_anew():
+    """The ball of an 8-atom cell holds each atom ~12 times: each image keeps its site and gets the
+    displacement of a random image on the same site, so the ball holds the same displacements as
+    often as before, no longer repeating with the cell's period."""
+    a = 3.0
+    cell, u = _hot_small_cell(a=a)
+
+    def sites_and_moves(ball: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lattice site of each atom, its displacement from it, and the displacement the atom of
+        the cell it is an image of has (atom 4i + 2j + k of the 2 x 2 x 2 cell sits at (i, j, k) a)."""
+        sites = np.round(ball.positions / a)
+        i, j, k = np.mod(sites.astype(int), 2).T
+        return sites, ball.positions - a * sites, u[4 * i + 2 * j + k]
+
+    sites, moved, in_cell = sites_and_moves(cluster(cell, n_atoms=100, center=0))
+    plain_sites, plain_moved, plain_in_cell = sites_and_moves(cluster(_without_sites(cell), n_atoms=100, center=0))
+    np.testing.assert_allclose(plain_moved, plain_in_cell, atol=1e-9)  # without sites: periodic, as the cell
+    np.testing.assert_array_equal(_rows(sites), _rows(plain_sites))  # the same sites
+    np.testing.assert_allclose(_rows(moved), _rows(plain_moved), atol=1e-9)  # the same displacements, as often
+    in_step = np.all(np.isclose(moved, in_cell, atol=1e-9), axis=1)
+    assert in_step.mean() < 0.4  # 1 in 8 by chance
+
+
+def test_dealing_displacements_is_seeded():
+    cell, _ = _hot_small_cell()
+    first = cluster(cell, n_atoms=100, center=0, seed=3).positions
+    np.testing.assert_array_equal(first, cluster(cell, n_atoms=100, center=0, seed=3).positions)
+    assert not np.allclose(first, cluster(cell, n_atoms=100, center=0, seed=4).positions)
+
+
+def test_atoms_on_no_site_and_balls_that_hold_every_atom_once_keep_their_displacements():
+    cell, u = _hot_small_cell()
+    cell.arrays["site"][3] = -1  # an interstitial, say
+    ball = cluster(cell, n_atoms=100, center=0)
+    plain = cluster(_without_sites(cell), n_atoms=100, center=0)
+    third = np.all(np.isclose(np.mod(plain.positions - u[3], 6.0), np.mod(cell.positions[3] - u[3], 6.0)), axis=1)
+    assert third.sum() > 5
+    kept = {tuple(np.round(p, 9)) for p in ball.positions}
+    assert all(tuple(np.round(p, 9)) in kept for p in plain.positions[third])
+    big, _ = _hot_small_cell()
+    big = big.repeat(6)  # 1728 atoms, a ball of 100 holds each once
+    np.testing.assert_array_equal(cluster(big, n_atoms=100).positions, cluster(_without_sites(big), n_atoms=100).positions)
