@@ -221,3 +221,20 @@ def test_atoms_on_no_site_and_balls_that_hold_every_atom_once_keep_their_displac
     big, _ = _hot_small_cell()
     big = big.repeat(6)  # 1728 atoms, a ball of 100 holds each once
     np.testing.assert_array_equal(cluster(big, n_atoms=100).positions, cluster(_without_sites(big), n_atoms=100).positions)
+
+
+def test_two_atoms_nearest_one_site_keep_their_displacements():
+    """Atom 5 of a cold 27-atom cell has left its site for a spot 0.4 Å from the site of atom 4: both
+    are nearest that site, and dealt the displacement of one another they would fall onto one spot.
+    standard_cell puts them on no site, and the ball keeps them as they are."""
+    from ase.build import bulk
+
+    atoms = bulk("Po", "sc", a=3.0).repeat(3)
+    atoms.positions += np.random.default_rng(1).normal(0.0, 0.05, atoms.positions.shape)
+    atoms.positions[5] = atoms.positions[4] + [0.0, 0.4, 0.0]
+    cell = standard_cell(atoms)
+    assert cell.arrays["site"][4] == cell.arrays["site"][5] == -1
+    assert np.all(cell.arrays["site"][[i for i in range(len(atoms)) if i not in (4, 5)]] == 0)
+    ball = cluster(cell, n_atoms=100)
+    distances = np.linalg.norm(ball.positions[:, None] - ball.positions[None], axis=-1) + 10 * np.eye(len(ball))
+    assert np.min(distances) == pytest.approx(0.4, abs=1e-9)
