@@ -789,9 +789,9 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         primitive result; the sites the atoms of a defective one gather on), absent where the atoms
         show no clear basis (:func:`lattice_fit` says which case applied). Where a defective
         result has ``info["sites"]``, its per-atom arrays ``arrays["site"]`` (which of those sites
-        the atom sits on, 0 .. sites - 1; -1 for an atom on none of them, or on a site of the
-        cell another atom is nearest too) and ``arrays["displacement"]`` (Å, from the centre of its
-        site; zero on no site) say where each atom sits: :func:`crystalface.cluster` reads them.
+        the atom sits on, 0 .. sites - 1; -1 for an atom on none of them) and
+        ``arrays["displacement"]`` (Å, from the centre of its site; zero on no site) say where each
+        atom sits: :func:`crystalface.cluster` reads them.
 
     Examples
     --------
@@ -816,9 +816,8 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         result.info["occupancy"] = found.occupancy
         if found.count is not None:
             result.info["sites"] = found.count
-            site, displacement = _alone_on_sites(found, positions, user_cell)
-            result.new_array("site", site)
-            result.new_array("displacement", displacement)
+            result.new_array("site", found.site)
+            result.new_array("displacement", found.displacement)
     else:
         result.info["primitive"] = True
         result.info["occupancy"] = 1.0
@@ -911,19 +910,6 @@ _MAX_SITES = 64
 #: Fewer of the atoms than this on the counted sites: no clear basis either (a lattice found on part
 #: of a very hot crystal, say), the occupancy is taken as 1.
 _MIN_ON_SITES = 0.9
-
-
-def _alone_on_sites(found: "_Sites", positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``found.site`` and ``found.displacement`` with -1 and zero for atoms that share their site of the
-    ``cell`` (rows, Å) with another atom: in a hot or crowded cell two atoms can both be nearest one
-    site, and :func:`crystalface.cluster`, dealing displacements out among the images of a site,
-    would give such a pair one spot."""
-    site, displacement = found.site.copy(), found.displacement.copy()
-    ideal = _wrap((positions - displacement) @ np.linalg.inv(cell))
-    shared = _close_pairs(ideal, cell, 1e-3).ravel()
-    site[shared] = -1
-    displacement[shared] = 0.0
-    return site, displacement
 
 
 class _Sites(NamedTuple):

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError, _check_periodic, _lengths, atoms_only
+from .cell import StructureError, _check_periodic, _close_pairs, _lengths, _wrap, atoms_only
 
 __all__ = ["cluster"]
 
@@ -25,7 +25,7 @@ _SHELL_GAP = 1e-3
 def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None, seed: int = 0) -> Atoms:
     """Cut a finite ball of about ``n_atoms`` atoms out of a periodic structure.
 
-    When the ball holds an atom of the cell more than once and ``atoms`` says on which site of its
+    When the ball holds the cell twice over or more and ``atoms`` says on which site of its
     lattice each atom sits and how far it is displaced from it (``arrays["site"]`` and
     ``arrays["displacement"]``, as :func:`crystalface.standard_cell` gives them for a noisy or
     defective supercell), every atom of the ball gets the displacement of a random atom of the ball
@@ -140,28 +140,38 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None, seed: int = 0) -> A
     keep = order[:k]
     ball = all_pos[keep]
     if "site" in atoms.arrays and "displacement" in atoms.arrays:
-        ball = _untie_displacements(ball, atom[inside][keep], atoms.arrays["site"], atoms.arrays["displacement"], seed)
+        ball = _untie_displacements(ball, atom[inside][keep], atoms, seed)
     out = Atoms(numbers=numbers[keep], positions=ball, pbc=False)
     out.info.update(atoms.info)
     return out
 
 
-def _untie_displacements(positions: np.ndarray, atom: np.ndarray, site: np.ndarray, displacement: np.ndarray,
-                         seed: int) -> np.ndarray:
-    """``positions`` of a ball (rows: images of the cell's atoms ``atom``) with the displacements
-    from their sites dealt out anew among the images on each site, when the ball repeats an atom.
+def _untie_displacements(positions: np.ndarray, atom: np.ndarray, cell: Atoms, seed: int) -> np.ndarray:
+    """``positions`` of a ball (rows: images of the atoms ``atom`` of ``cell``) with the displacements
+    from their sites dealt out anew among the images on each site, when the ball repeats a noisy cell.
 
     A noisy supercell of a few unit cells (an ab-initio MD snapshot of 16-64 atoms) is periodic: its
     ball repeats every displacement with the cell's period, and its diffraction pattern shows the
     cell's reciprocal lattice, reflections the hot crystal does not have (in a bcc cell of 16 atoms
     at Lindemann 0.1, half the snapshots came out as another class, most of them confidently). Each
-    image on site s (``site``, -1: none) keeps its site and gets the ``displacement`` (Å) of another
-    image on s, a random permutation (numpy ``default_rng(seed)``), so that the ball holds the cell's
-    displacements as often as before, no longer in step with the cell. Atoms on no site and balls
-    that hold every atom at most once are left as they are.
+    image on site s (``cell.arrays["site"]``, -1: none) keeps its site and gets the displacement (Å,
+    ``cell.arrays["displacement"]``) of another image on s, a random permutation (numpy
+    ``default_rng(seed)``), so that the ball holds the cell's displacements as often as before, no
+    longer in step with the cell.
+
+    Left as they are: atoms on no site; two atoms nearest one site of the cell (in a hot or crowded
+    cell both can be: dealt the same displacement, two of their images would fall onto one spot);
+    balls that hold fewer than twice the cell's atoms (a cell of ~256 atoms repeats a few of them at
+    the ball's edge, no superlattice); and cells whose displacements are an order of the crystal
+    rather than noise (:func:`_ordered`).
     """
-    if len(atom) == 0 or np.bincount(atom).max() < 2:
+    site, displacement = cell.arrays["site"], cell.arrays["displacement"]
+    if len(atom) < 2 * len(site) or _ordered(site, displacement):
         return positions
+    site = site.copy()
+    lattice = np.asarray(cell.cell[:], dtype=float)
+    ideal = _wrap((cell.positions - displacement) @ np.linalg.inv(lattice))
+    site[_close_pairs(ideal, lattice, 1e-3).ravel()] = -1
     rng = np.random.default_rng(seed)
     out = positions.copy()
     on_site = site[atom]
@@ -170,3 +180,18 @@ def _untie_displacements(positions: np.ndarray, atom: np.ndarray, site: np.ndarr
         own = displacement[atom[rows]]
         out[rows] += own[rng.permutation(len(rows))] - own
     return out
+
+
+def _ordered(site: np.ndarray, displacement: np.ndarray) -> bool:
+    """True when the displacements (Å) of the atoms on sites have a few lengths, each shared by many
+    atoms: at most two distinct lengths (to 1e-3 Å) per site, or half as many as atoms on sites.
+
+    Atoms that the crystal's symmetry relates are displaced alike, and thermal displacements all
+    differ. A pristine crystal whose lattice search took a finer pseudo-lattice is ordered (an A7
+    structure near simple cubic: its sites the cubic ones, its atoms displaced by +-0.15 Å along the
+    normal of its layers), and so is a relaxed defect; dealt out, their order would be lost.
+    """
+    on = site >= 0
+    lengths = np.round(_lengths(displacement[on]) / 1e-3)
+    distinct = len(np.unique(np.column_stack([site[on], lengths]), axis=0))
+    return distinct <= max(2 * len(np.unique(site[on])), on.sum() / 2)

@@ -226,15 +226,56 @@ def test_atoms_on_no_site_and_balls_that_hold_every_atom_once_keep_their_displac
 def test_two_atoms_nearest_one_site_keep_their_displacements():
     """Atom 5 of a cold 27-atom cell has left its site for a spot 0.4 Å from the site of atom 4: both
     are nearest that site, and dealt the displacement of one another they would fall onto one spot.
-    standard_cell puts them on no site, and the ball keeps them as they are."""
+    The ball keeps them as they are."""
     from ase.build import bulk
 
     atoms = bulk("Po", "sc", a=3.0).repeat(3)
     atoms.positions += np.random.default_rng(1).normal(0.0, 0.05, atoms.positions.shape)
     atoms.positions[5] = atoms.positions[4] + [0.0, 0.4, 0.0]
     cell = standard_cell(atoms)
-    assert cell.arrays["site"][4] == cell.arrays["site"][5] == -1
-    assert np.all(cell.arrays["site"][[i for i in range(len(atoms)) if i not in (4, 5)]] == 0)
+    assert np.all(cell.arrays["site"] == 0)
+    ideal = cell.positions - cell.arrays["displacement"]
+    assert np.linalg.norm(ideal[4] - ideal[5]) < 1e-9  # one site
     ball = cluster(cell, n_atoms=100)
     distances = np.linalg.norm(ball.positions[:, None] - ball.positions[None], axis=-1) + 10 * np.eye(len(ball))
     assert np.min(distances) == pytest.approx(0.4, abs=1e-9)
+
+
+def test_an_order_of_the_crystal_is_not_dealt_out():
+    """A7 near simple cubic (x = 0.236): the lattice search takes the cubic pseudo-lattice, on whose
+    sites the atoms sit displaced by +-0.15 Å, the order of the crystal. Its ball repeats the cell, as
+    the crystal does."""
+    from crystalface.dataset import PROTOTYPES
+
+    a7 = PROTOTYPES["alpha_As"].build("As", {"c_over_a": 2.8, "x": 0.236}, False)
+    cell = standard_cell(a7)
+    assert not cell.info["primitive"] and cell.info["sites"] == 1 and "displacement" in cell.arrays
+    assert np.ptp(np.linalg.norm(cell.arrays["displacement"], axis=1)) < 1e-9 < np.linalg.norm(cell.arrays["displacement"][0])
+    np.testing.assert_array_equal(cluster(cell).positions, cluster(_without_sites(cell)).positions)
+
+
+def test_ordered_displacements_have_few_lengths():
+    from crystalface.cluster import _ordered
+
+    rng = np.random.default_rng(0)
+    sites = np.zeros(32, dtype=int)
+    assert not _ordered(sites, rng.normal(0.0, 0.1, (32, 3)))  # thermal: every length differs
+    layers = np.outer(np.tile([1.0, -1.0], 16), [0.0, 0.0, 0.15])
+    assert _ordered(sites, layers)
+    relaxed = np.zeros((32, 3))  # a relaxed vacancy: its eight neighbours in, the next six out
+    directions = rng.normal(size=(8, 3))
+    relaxed[:8] = 0.1 * directions / np.linalg.norm(directions, axis=1)[:, None]
+    relaxed[8:14] = 0.03 * np.eye(3)[[0, 1, 2, 0, 1, 2]] * np.repeat([1, -1], 3)[:, None]
+    assert _ordered(sites, relaxed)
+    assert not _ordered(sites, relaxed + rng.normal(0.0, 0.05, (32, 3)))  # the same, hot
+
+
+def test_a_ball_that_does_not_hold_the_cell_twice_is_left_as_cut():
+    """A hot 250-atom cell: its ball of 256 repeats a few atoms at the edge, not the cell."""
+    from ase.build import bulk
+
+    hot = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5)
+    hot.positions += np.random.default_rng(2).normal(0.0, 0.15, hot.positions.shape)
+    cell = standard_cell(hot)
+    assert "displacement" in cell.arrays
+    np.testing.assert_array_equal(cluster(cell).positions, cluster(_without_sites(cell)).positions)
