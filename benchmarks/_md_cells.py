@@ -15,19 +15,21 @@ import numpy as np
 
 
 def parser(doc: str, output: str, lindemann, draws: int) -> argparse.ArgumentParser:
-    """Options --lindemann, --draws and --output, described by the first line of ``doc``."""
+    """Options --lindemann, --draws, --first-seed and --output, described by the first line of ``doc``."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--lindemann", type=float, nargs="+", default=list(lindemann))
-    p.add_argument("--draws", type=int, default=draws, help="random draws per cell and L (seeds 0 .. draws-1)")
+    p.add_argument("--draws", type=int, default=draws, help="random draws per cell and L")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="draw k uses numpy.random.default_rng(first seed + k) (another first seed: other draws)")
     p.add_argument("--output", default=output)
     return p
 
 
-def hot_copies(pristine, sigma: float, draws: int) -> list:
+def hot_copies(pristine, sigma: float, draws: int, first_seed: int = 0) -> list:
     """``draws`` copies of ``pristine``, every atom displaced by Gaussian noise of ``sigma`` Å per axis;
-    copy k from ``numpy.random.default_rng(k)``."""
+    copy k from ``numpy.random.default_rng(first_seed + k)``."""
     copies = []
-    for k in range(draws):
+    for k in range(first_seed, first_seed + draws):
         atoms = pristine.copy()
         atoms.positions += np.random.default_rng(k).normal(0.0, sigma, atoms.positions.shape)
         copies.append(atoms)
@@ -52,7 +54,7 @@ def save(benchmark: str, argv, args, per: str, rows: list, started: float, markd
         "command": command(argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "seeds": f"numpy.random.default_rng(k), k = 0 .. {args.draws - 1}, per {per} and L",
+        "seeds": f"numpy.random.default_rng(k), k = {args.first_seed} .. {args.first_seed + args.draws - 1}, per {per} and L",
         **notes,
         "rows": rows,
         "total_seconds": round(time.perf_counter() - started, 1),

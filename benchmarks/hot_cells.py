@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     for (name, label, build, repeat), lindemann in tqdm(cases, desc="hot cells", unit="case"):
         pristine = bulk(**build).repeat(repeat)
         d_nn = nearest_neighbour_distance(pristine.repeat(2), "median")
-        frames = _md_cells.hot_copies(pristine, lindemann * d_nn, args.draws)
+        frames = _md_cells.hot_copies(pristine, lindemann * d_nn, args.draws, args.first_seed)
         cell_times, second = [], 0
         cell_module._search = counted
         try:

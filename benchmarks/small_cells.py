@@ -12,6 +12,13 @@ and L: how many draws come out right and confident, right and not confident, wro
 confident, and **wrong and confident** (the failure a user cannot see), with the reason of each
 not-confident prediction counted (and draws that fail, two atoms drawn within 0.1 Å, apart). One
 process, ``crystalface.classify``. Writes <output>.json and <output>.md.
+
+``--cells validation`` takes other crystals instead (:data:`VALIDATION_CELLS`: bcc W and Na, fcc Al,
+hcp Ti, diamond Ge, simple cubic Po), on which a change to the treatment of small cells is judged
+before it is measured on the cells above, with other draws (``--first-seed 1000``):
+
+    python benchmarks/small_cells.py --cells validation --first-seed 1000 --lindemann 0.02 0.05 0.08 0.1 0.12 0.15 \
+        --output benchmarks/small_cells_validation
 """
 
 from __future__ import annotations
@@ -30,6 +37,15 @@ CELLS = (
     ("Si diamond", "diam", dict(name="Si", crystalstructure="diamond", a=5.43, cubic=True), ((2, 2, 2),)),
     ("Mg hcp", "hex/rh", dict(name="Mg", crystalstructure="hcp", a=3.21, c=5.21), ((3, 3, 2), (4, 4, 3))),
 )
+#: Cells of other crystals, for judging a change before it is measured on CELLS.
+VALIDATION_CELLS = (
+    ("W bcc", "bcc", dict(name="W", crystalstructure="bcc", a=3.165, cubic=True), ((2, 2, 2), (4, 4, 4))),
+    ("Na bcc", "bcc", dict(name="Na", crystalstructure="bcc", a=4.23, cubic=True), ((3, 3, 3),)),
+    ("Al fcc", "fcc", dict(name="Al", crystalstructure="fcc", a=4.05, cubic=True), ((2, 2, 2), (3, 3, 3))),
+    ("Ti hcp", "hex/rh", dict(name="Ti", crystalstructure="hcp", a=2.95, c=4.68), ((3, 3, 2),)),
+    ("Ge diamond", "diam", dict(name="Ge", crystalstructure="diamond", a=5.66, cubic=True), ((2, 2, 2),)),
+    ("Po sc", "sc", dict(name="Po", crystalstructure="sc", a=3.35), ((3, 3, 3), (4, 4, 4))),
+)
 LINDEMANN = (0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3)
 DRAWS = 10
 
@@ -44,7 +60,11 @@ def _kind(reason: str) -> str:
 
 
 def main(argv=None) -> int:
-    args = _md_cells.parser(__doc__, "benchmarks/small_cells", LINDEMANN, DRAWS).parse_args(argv)
+    p = _md_cells.parser(__doc__, "benchmarks/small_cells", LINDEMANN, DRAWS)
+    p.add_argument("--cells", choices=("test", "validation"), default="test",
+                   help="the cells of CELLS (Cu, Fe, Si, Mg) or of VALIDATION_CELLS (W, Na, Al, Ti, Ge, Po)")
+    args = p.parse_args(argv)
+    cells = CELLS if args.cells == "test" else VALIDATION_CELLS
 
     import torch
     from ase.build import bulk
@@ -59,7 +79,7 @@ def main(argv=None) -> int:
     model = load_model()
     start = time.perf_counter()
     rows = []
-    cases = [(c, r, L) for c in CELLS for r in c[3] for L in args.lindemann]
+    cases = [(c, r, L) for c in cells for r in c[3] for L in args.lindemann]
     for (name, label, build, _), repeat, lindemann in tqdm(cases, desc="small cells", unit="case"):
         pristine = bulk(**build).repeat(repeat)
         d_nn = nearest_neighbour_distance(pristine.repeat(3), "median")
@@ -67,7 +87,7 @@ def main(argv=None) -> int:
         counts = Counter()
         labels = Counter()
         reasons = Counter()
-        for atoms in _md_cells.hot_copies(pristine, sigma, args.draws):
+        for atoms in _md_cells.hot_copies(pristine, sigma, args.draws, args.first_seed):
             p = classify([atoms], model=model)[0]  # a list: a failure comes back as an error, not raised
             if p.error:  # two atoms drawn onto the same spot
                 counts["failed"] += 1
