@@ -279,3 +279,19 @@ def test_a_ball_that_does_not_hold_the_cell_twice_is_left_as_cut():
     cell = standard_cell(hot)
     assert "displacement" in cell.arrays
     np.testing.assert_array_equal(cluster(cell).positions, cluster(_without_sites(cell)).positions)
+
+
+def test_the_pipeline_deals_out_the_displacements_of_a_small_hot_cell():
+    """Descriptor.cluster (standard cell, then cluster) of a 16-atom bcc Fe cell at Lindemann ~0.08:
+    as many atoms as the ball of the cell repeated, not in its places; the public steps agree."""
+    from ase.build import bulk
+
+    from crystalface.pipeline import Descriptor
+
+    hot = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(2)
+    hot.positions += np.random.default_rng(0).normal(0.0, 0.2, hot.positions.shape)
+    ball = Descriptor().cluster(hot)
+    repeated = cluster(_without_sites(standard_cell(hot)))
+    assert len(ball) == len(repeated)
+    assert np.abs(ball.positions - repeated.positions).max() > 0.1
+    np.testing.assert_array_equal(ball.positions, cluster(standard_cell(hot)).positions)
