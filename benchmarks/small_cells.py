@@ -60,10 +60,10 @@ def _kind(reason: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = _md_cells.parser(__doc__, "benchmarks/small_cells", LINDEMANN, DRAWS)
-    p.add_argument("--cells", choices=("test", "validation"), default="test",
-                   help="the cells of CELLS (Cu, Fe, Si, Mg) or of VALIDATION_CELLS (W, Na, Al, Ti, Ge, Po)")
-    args = p.parse_args(argv)
+    options = _md_cells.parser(__doc__, "benchmarks/small_cells", LINDEMANN, DRAWS)
+    options.add_argument("--cells", choices=("test", "validation"), default="test",
+                         help="the cells of CELLS (Cu, Fe, Si, Mg) or of VALIDATION_CELLS (W, Na, Al, Ti, Ge, Po)")
+    args = options.parse_args(argv)
     cells = CELLS if args.cells == "test" else VALIDATION_CELLS
 
     import torch
