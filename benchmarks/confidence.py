@@ -21,7 +21,7 @@ On the measurement seed the script also reports the flagged fraction at every le
 robustness benchmark (Gaussian noise in Å, vacancies in %) and at Lindemann parameters 0.05-0.25
 (hot crystals) on a subset of the structures, at the threshold and at the scanned ones, and checks
 the structure-level domain test on the periodic inputs (pristine and 25 %-vacancy supercells), and
-the basis check (``confidence.basis_problem``) on the same subset as periodic supercells with
+the checks of the lattice found (``confidence.basis_problem``, ``confidence.lattice_problem``) on the same subset as periodic supercells with
 defects made in them, through the whole pipeline (:func:`basis_rates`).
 Last, the crystals of no class (:data:`UNKNOWN_PROTOTYPES` from ../shared/data and A15) go through
 the whole pipeline; they should be flagged.
@@ -209,13 +209,15 @@ BASIS_LEVELS = ((0.0, 0.0), (0.0, 0.1), (0.0, 0.2), (0.0, 0.3), (0.0, 0.4), (0.2
 
 
 def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) -> dict:
-    """The basis check (confidence.basis_problem) on periodic inputs of classes it knows, through the whole pipeline.
+    """The checks of the lattice found (confidence.basis_problem and confidence.lattice_problem) on
+    periodic inputs of classes they know, through the whole pipeline.
 
     Each structure as a randomly rotated ~256-atom supercell with the defects of :data:`BASIS_LEVELS`
-    made in it (as a user's file holds them). Per level: how many labels the check takes the
-    confidence from, split into right labels (its cost) and wrong ones (its gain), also by how the
-    lattice found fits the atoms (``crystalface.cell.lattice_fit``), and how many structures had no site
-    count (a lattice with more sites than any class has, or none) or no clear basis.
+    made in it (as a user's file holds them). Per level: how many labels the checks take the
+    confidence from, split into right labels (their cost) and wrong ones (their gain), also by how the
+    lattice found fits the atoms (``crystalface.cell.lattice_fit``) and for the lattice check alone,
+    and how many structures had no site count (a lattice with more sites than any class has, or
+    none) or no clear basis.
     """
     from crystalface.examples import random_rotation
     from crystalface.pipeline import compute_fingerprints
@@ -237,14 +239,19 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
         predicted = [model.classes[int(np.argmax(p))] for p in proba]
         right = np.array([predicted[k] == labels[i] for k, i in enumerate(ok)])
         without, _ = confidence.assess(proba, images[ok], [inputs[i] for i in ok], model.descriptor.df2d, novelty)
-        checked = np.array([confidence.basis_problem(lab, *sites[i]) is not None for lab, i in zip(predicted, ok)])
-        fit = np.array([sites[i][1] for i in ok])  # how the lattice found fits the atoms (crystalface.cell.lattice_fit)
+        by_lattice = np.array([confidence.lattice_problem(lab, sites[i].sites, sites[i].cubic) is not None
+                               for lab, i in zip(predicted, ok)], dtype=bool)
+        checked = by_lattice | np.array([confidence.basis_problem(lab, sites[i].sites, sites[i].fit) is not None
+                                         for lab, i in zip(predicted, ok)], dtype=bool)
+        fit = np.array([sites[i].fit for i in ok])  # how the lattice found fits the atoms (crystalface.cell.lattice_fit)
         key = f"vacancies {100 * vac:g} %, sigma {sigma:g} A"
         out[key] = {"n": len(ok), "right": int(right.sum()), "confident_without_check": int(without.sum()),
                     "flagged_right": int((without & checked & right).sum()),
                     "flagged_wrong": int((without & checked & ~right).sum()),
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
-                    "sites_unknown_or_above_4": int(sum(sites[i][0] is None or sites[i][0] > 4 for i in ok)),
+                    "flagged_right_wrong_by_lattice_check": [int((without & by_lattice & right).sum()),
+                                                              int((without & by_lattice & ~right).sum())],
+                    "sites_unknown_or_above_4": int(sum(sites[i].sites is None or sites[i].sites > 4 for i in ok)),
                     "no_clear_basis": int((fit == "none").sum()),
                     "flagged_right_wrong_by_fit": {f: [int((without & checked & right & (fit == f)).sum()),
                                                        int((without & checked & ~right & (fit == f)).sum())]

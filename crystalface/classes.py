@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BASIS_SITES", "CLASSES", "SPACE_GROUP_CLASS", "class_of_space_group"]
+__all__ = ["BASIS_SITES", "CLASSES", "CUBIC_SIGNATURES", "SPACE_GROUP_CLASS", "class_of_space_group"]
 
 #: Class names, in the order of the network's outputs.
 CLASSES: tuple[str, ...] = ("bcc", "bct139", "bct141", "diam", "fcc", "hex/rh", "sc")
@@ -34,6 +34,19 @@ BASIS_SITES: dict[str, tuple[int, ...]] = {
     "fcc": (1,),
     "hex/rh": (1, 2, 3, 4),
     "sc": (1,),
+}
+
+#: (cubic Bravais lattice, sites per primitive cell) -> the cubic class with that lattice and basis.
+#: One atom on a lattice point has the lattice's whole symmetry, so a one-site crystal on a cubic
+#: lattice is fcc, bcc or sc; two sites on cF are diamond, the only two-site elemental structure of
+#: the eight space groups whose lattice is cubic (alpha-As has two sites on a rhombohedral lattice
+#: that is cubic only at c/a = sqrt(6) exactly). A label of a non-cubic class on such a lattice
+#: contradicts it (crystalface.confidence.basis_problem).
+CUBIC_SIGNATURES: dict[tuple[str, int], str] = {
+    ("cF", 1): "fcc",
+    ("cI", 1): "bcc",
+    ("cP", 1): "sc",
+    ("cF", 2): "diam",
 }
 
 

@@ -27,7 +27,10 @@ The score therefore multiplies the network's probability by two things the netwo
   atoms that gather on no clear set of sites of the lattice found (a lattice found on part of a
   hot structure) contradict every label. Counts of five to 64 on a lattice with atoms missing from
   its sites are not judged: that lattice can be coarser than the crystal's (most sites vacant),
-  and a wrong count there would flag right labels.
+  and a wrong count there would flag right labels. A lattice found cubic with the sites of a cubic
+  class (one on cF, cI or cP; two on cF) contradicts a label of bct139, bct141 or hex/rh
+  (:func:`lattice_problem`): the network gives such labels to hot cubic crystals in MD boxes, whose
+  lattice (the box divided by integers) stays exactly cubic however hot they are.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -37,7 +40,7 @@ The score therefore multiplies the network's probability by two things the netwo
   is not confident.
 
     score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [basis fits the label]
-            x [novelty <= NOVELTY_LIMIT],
+            x [lattice does not contradict the label] x [novelty <= NOVELTY_LIMIT],
     confident = score >= THRESHOLD
 
 The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
@@ -56,12 +59,12 @@ import numpy as np
 from ase import Atoms
 
 from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbour_distances, _padded_tree
-from .classes import BASIS_SITES
+from .classes import BASIS_SITES, CUBIC_SIGNATURES
 from .fingerprint import DF2D
 
 __all__ = [
     "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity",
-    "domain_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
+    "domain_problem", "lattice_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
@@ -309,6 +312,33 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
     return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"
 
 
+def lattice_problem(label: str, sites: int | None, cubic: str | None) -> str | None:
+    """Why a label of a non-cubic class contradicts the cubic lattice the standard cell found, or None.
+
+    ``cubic`` is the Bravais type of the lattice found when it is metrically cubic
+    (:func:`crystalface.cell.cubic_lattice`, ``info["cubic_lattice"]``; None where it is not, or not
+    known) and ``sites`` the sites of its primitive cell. One atom per lattice point has the
+    lattice's whole symmetry, so one site on cF, cI or cP is fcc, bcc or sc, and two sites on cF are
+    diamond (:data:`crystalface.classes.CUBIC_SIGNATURES`); a label of bct139, bct141 or hex/rh
+    there is wrong. The lattice of a periodic input is its box divided by integers, exact however
+    hot the crystal: the network has called hot diamond hex/rh and hot bcc bct139 in their MD boxes
+    (docs/reliability.md), which this check catches. Cubic labels are not judged (a strained fcc
+    crystal is fcc to a user, see docs/method.md).
+
+    Examples
+    --------
+    >>> lattice_problem("hex/rh", 2, "cF")
+    'the lattice found is cubic (cF) with 2 sites per primitive cell, as in diam; a hex/rh crystal is not cubic'
+    >>> lattice_problem("diam", 2, "cF") is None, lattice_problem("bct141", 2, "cI") is None
+    (True, True)
+    """
+    cubic_class = CUBIC_SIGNATURES.get((cubic, sites))
+    if cubic_class is None or label in CUBIC_SIGNATURES.values():
+        return None
+    return (f"the lattice found is cubic ({cubic}) with {sites} site{'s' if sites > 1 else ''} per primitive cell, "
+            f"as in {cubic_class}; a {label} crystal is not cubic")
+
+
 def assess(
     probabilities: np.ndarray,
     images: np.ndarray,
@@ -318,11 +348,12 @@ def assess(
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
     fits: Sequence[str | None] | None = None,
+    cubic_lattices: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
     ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`] x
-    [no :func:`basis_problem`] x [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` =
+    [no :func:`basis_problem`] x [no :func:`lattice_problem`] x [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` =
     ``score >= THRESHOLD``.
 
     Parameters
@@ -343,6 +374,10 @@ def assess(
     fits : sequence of str, optional
         Per structure, how the lattice found fits its atoms (:func:`crystalface.cell.lattice_fit`
         of the standard cell's ``info``; see :func:`basis_problem`); not known when None.
+    cubic_lattices : sequence of str, optional
+        Per structure, the cubic Bravais type of the lattice found (``info["cubic_lattice"]`` of the
+        standard cell, :func:`crystalface.cell.cubic_lattice`; None where it is not cubic); not
+        known when None. :func:`crystalface.cell.lattice_found` reads sites, fit and this from ``info``.
 
     Examples
     --------
@@ -353,7 +388,8 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
-    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, fits)
+    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, fits,
+                                               cubic_lattices)
     return confident, values
 
 
@@ -366,12 +402,16 @@ def assess_with_reasons(
     labels: Sequence[str] | None = None,
     sites: Sequence[int | None] | None = None,
     fits: Sequence[str | None] | None = None,
+    cubic_lattices: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
     The reason is the first that applies of: a :func:`domain_problem` (several elements, vacuum), a
-    :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT`, and otherwise the smaller of the
-    two factors of the score: weak Bragg peaks (crystallinity) or a hesitating network (P(label)).
+    :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT`, the smaller of the two factors of
+    the score where their product is below :data:`THRESHOLD` (weak Bragg peaks, the crystallinity,
+    or a hesitating network, P(label)), and last a :func:`lattice_problem`: a label the lattice
+    found contradicts is named only where nothing else would have made it not confident (a molten
+    cubic crystal called hex/rh is molten first).
 
     Examples
     --------
@@ -384,28 +424,34 @@ def assess_with_reasons(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     values = score(probabilities, images, params, novelty)
     problems = [domain_problem(a) for a in structures]
+    contradictions: list[str | None] = [None] * len(structures)
     if labels is not None and sites is not None:
         fits = [None] * len(sites) if fits is None else fits
         problems = [p or basis_problem(label, n, f) for p, label, n, f in zip(problems, labels, sites, fits)]
-    values = np.where([p is not None for p in problems], 0.0, values)
+        if cubic_lattices is not None:
+            contradictions = [lattice_problem(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
+    values = np.where([p is not None or c is not None for p, c in zip(problems, contradictions)], 0.0, values)
     confident = values >= THRESHOLD
-    reasons = doubts(probabilities, images, params, novelty, labels, problems, confident)
+    reasons = doubts(probabilities, images, params, novelty, labels, problems, confident, contradictions)
     return confident, values, reasons
 
 
 def doubts(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(), novelty: np.ndarray | None = None,
            labels: Sequence[str] | None = None, problems: Sequence[str | None] | None = None,
-           confident: np.ndarray | None = None) -> list[str | None]:
+           confident: np.ndarray | None = None, contradictions: Sequence[str | None] | None = None) -> list[str | None]:
     """The reason of :func:`assess_with_reasons` for each prediction that is not ``confident`` (None for the others).
 
     ``problems`` are the structure-level reasons already found (domain, basis; None where there is
-    none, and for finite clusters, :mod:`crystalface.local`); ``confident`` defaults to
-    ``score(...) >= THRESHOLD`` where there is no problem.
+    none, and for finite clusters, :mod:`crystalface.local`), ``contradictions`` the
+    :func:`lattice_problem` of each label (named last); ``confident`` defaults to
+    ``score(...) >= THRESHOLD`` where there is neither.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     problems = list(problems) if problems is not None else [None] * len(probabilities)
+    contradictions = list(contradictions) if contradictions is not None else [None] * len(probabilities)
     if confident is None:
-        confident = (score(probabilities, images, params, novelty) >= THRESHOLD) & np.array([p is None for p in problems])
+        clear = np.array([p is None and c is None for p, c in zip(problems, contradictions)], dtype=bool)
+        confident = (score(probabilities, images, params, novelty) >= THRESHOLD) & clear
     # the crystallinity again (score() had it), only where a reason has to be given: the common batch is all confident
     crystal = crystallinity(bragg_fraction(images, params)) if not np.all(confident) else np.ones(len(confident))
     reasons: list[str | None] = []
@@ -417,6 +463,8 @@ def doubts(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(),
             reasons.append(problems[i])
         elif novelty is not None and novelty[i] > NOVELTY_LIMIT:
             reasons.append(f"novelty {novelty[i]:.2f} above {NOVELTY_LIMIT:g}: unlike every crystal the model was trained on")
+        elif contradictions[i] is not None and crystal[i] * p >= THRESHOLD:
+            reasons.append(contradictions[i])
         elif crystal[i] < p:
             reasons.append(f"weak Bragg peaks (crystallinity {crystal[i]:.2f}): amorphous, molten or strongly disordered")
         else:

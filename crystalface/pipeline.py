@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from .cell import StructureError, atoms_only, lattice_fit, standard_cell
+from .cell import LatticeFound, StructureError, atoms_only, lattice_found, standard_cell
 from .cluster import _cluster
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
@@ -95,7 +95,7 @@ class Descriptor:
         return self.fingerprints([self.cluster(atoms)])[0]
 
 
-def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
+def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[LatticeFound]]:
     descriptor, structures, transform, augment = args
     import torch
 
@@ -110,14 +110,14 @@ def _internal_error(exc: BaseException) -> str:
 
 
 def _fingerprint_chunk(descriptor, structures, transform,
-                       augment=None) -> tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
-    """Images, errors and ``(sites, fit)`` of each standard cell (see :func:`compute_fingerprints`)."""
+                       augment=None) -> tuple[np.ndarray, list[str | None], list[LatticeFound]]:
+    """Images, errors and the :class:`~crystalface.cell.LatticeFound` of each standard cell (see :func:`compute_fingerprints`)."""
     scaled, errors, sites = [], [], []
     for atoms in structures:
-        sites.append((None, None))
+        sites.append(LatticeFound())
         try:
             c = descriptor.cluster(atoms)
-            sites[-1] = (c.info.get("sites"), lattice_fit(c.info))
+            sites[-1] = lattice_found(c.info)
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
@@ -146,7 +146,7 @@ def compute_fingerprints(
     progress: bool = False,
     desc: str = "fingerprints",
     return_sites: bool = False,
-) -> tuple[np.ndarray, list[str | None]] | tuple[np.ndarray, list[str | None], list[tuple[int | None, str | None]]]:
+) -> tuple[np.ndarray, list[str | None]] | tuple[np.ndarray, list[str | None], list[LatticeFound]]:
     """Fingerprints of many periodic structures, in parallel, one failure never stopping the rest.
 
     Parameters
@@ -164,16 +164,18 @@ def compute_fingerprints(
     progress : bool
         Show a progress bar.
     return_sites : bool
-        Also return, per structure, ``(sites, fit)``: the sites per primitive cell of its standard
-        cell (``info["sites"]`` of :func:`crystalface.cell.standard_cell`; None where unknown or
-        failed) and how the lattice found fits the atoms (:func:`crystalface.cell.lattice_fit`:
-        "exact", "sites" or "none"; None where failed), as :func:`crystalface.confidence.assess` takes them.
+        Also return, per structure, the :class:`crystalface.cell.LatticeFound` ``(sites, fit, cubic)``
+        of its standard cell: the sites per primitive cell (``info["sites"]`` of
+        :func:`crystalface.cell.standard_cell`; None where unknown or failed), how the lattice found
+        fits the atoms (:func:`crystalface.cell.lattice_fit`: "exact", "sites" or "none"; None where
+        failed) and its cubic Bravais type (None where not cubic), as
+        :func:`crystalface.confidence.assess` takes them.
 
     Returns
     -------
     (numpy.ndarray, list) or (numpy.ndarray, list, list)
         Images (B, 3, n, n) — zeros where a structure failed — and per structure None or a one-line
-        error; with ``return_sites`` the ``(sites, fit)`` pairs as a third element.
+        error; with ``return_sites`` the :class:`~crystalface.cell.LatticeFound` records as a third element.
 
     Examples
     --------

@@ -242,6 +242,51 @@ def test_a_noisy_supercell_says_which_site_each_atom_sits_on_and_how_far_from_it
                                atol=1e-9)
 
 
+#: The cubic Bravais type of each class prototype's lattice (None: not cubic).
+CUBIC_TYPE = {"fcc": "cF", "bcc": "cI", "sc": "cP", "diam": "cF"}
+
+
+def test_cubic_lattice_is_found_in_any_reduced_basis_and_only_in_cubic_lattices():
+    from crystalface.cell import CUBIC_TOLERANCE, cubic_lattice, standard_orientation
+
+    rng = np.random.default_rng(0)
+    bases = {"cP": np.eye(3), "cF": 0.5 * (1 - np.eye(3)), "cI": 0.5 * (1 - 2 * np.eye(3))}
+    for trial in range(60):
+        name = list(bases)[trial % 3]
+        while True:  # another basis of the same lattice
+            change = rng.integers(-3, 4, (3, 3))
+            if abs(round(np.linalg.det(change))) == 1:
+                break
+        size, rotation = rng.uniform(2.0, 6.0), _random_rotation(rng)
+        reduced, _ = standard_orientation(size * change @ bases[name] @ rotation)
+        assert cubic_lattice(reduced) == name
+        # a strain well inside the tolerance keeps it cubic (an NPT box, a relaxed cell); a tetragonal
+        # strain of 1 % (c/a = 1.01) or a rhombohedral one (angles ~1 degree from 90) does not
+        small = reduced @ _random_rotation(rng) @ (np.eye(3) + 0.2 * CUBIC_TOLERANCE * np.diag([1.0, -0.5, -0.5]))
+        assert cubic_lattice(standard_orientation(small)[0]) == name
+        for strain in (np.diag([1.0, 1.0, 1.01]), np.eye(3) + 0.01 * (1 - np.eye(3))):
+            strained = size * change @ bases[name] @ strain @ rotation  # strained along the cube's axes
+            assert cubic_lattice(standard_orientation(strained)[0]) is None
+    assert cubic_lattice(bulk("Mg", "hcp", a=3.21, c=5.21).cell[:]) is None
+
+
+def _random_rotation(rng) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(random_state=rng).as_matrix()
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_standard_cell_names_a_cubic_lattice_exact_or_hot(prototypes, label):
+    hot = rotated(displace(conventional(label, prototypes[label]).repeat(3), sigma=0.15, seed=3), 5)
+    for atoms in (prototypes[label], hot):
+        cell = standard_cell(atoms)
+        assert cell.info.get("cubic_lattice") == CUBIC_TYPE.get(label)
+    # a gas is its own primitive cell: a cubic box with 64 sites, which no cubic class has
+    gas = Atoms("Cu64", positions=np.random.default_rng(0).random((64, 3)) * 12.0, cell=[12.0] * 3, pbc=True)
+    assert standard_cell(gas).info["cubic_lattice"] == "cP" and standard_cell(gas).info["sites"] == 64
+
+
 def test_sites_and_displacements_only_where_the_atoms_do_not_fold():
     fe = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(4)
     assert "site" not in standard_cell(fe).arrays and "displacement" not in standard_cell(fe).arrays

@@ -7,7 +7,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, fcc111
 
-from crystalface.confidence import TOP_PIXELS, assess, basis_problem, bragg_fraction, domain_problem, vacuum_fraction
+from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, basis_problem, bragg_fraction, domain_problem,
+                                   lattice_problem, vacuum_fraction)
 from crystalface.fingerprint import DF2D
 
 
@@ -113,6 +114,60 @@ def test_basis_problem_judges_only_counts_a_class_could_have():
                for label in ("fcc", "hex/rh", "A15"))
     with pytest.raises(ValueError, match="fit must be one of"):
         basis_problem("fcc", 1, fit="primitive")
+
+
+def test_lattice_problem_judges_non_cubic_labels_on_the_lattices_and_sites_of_cubic_classes():
+    for cubic, sites, cubic_class in (("cF", 1, "fcc"), ("cI", 1, "bcc"), ("cP", 1, "sc"), ("cF", 2, "diam")):
+        for label in ("bct139", "bct141", "hex/rh"):
+            assert lattice_problem(label, sites, cubic) == (
+                f"the lattice found is cubic ({cubic}) with {sites} site{'s' if sites > 1 else ''} per primitive cell, "
+                f"as in {cubic_class}; a {label} crystal is not cubic")
+        for label in ("fcc", "bcc", "sc", "diam"):  # cubic labels are not judged (a strained fcc is fcc to a user)
+            assert lattice_problem(label, sites, cubic) is None
+    # lattices and counts of no cubic class: beta-Sn at c/a = 1 (two sites on cI), more sites, not cubic, unknown
+    assert lattice_problem("bct141", 2, "cI") is None and lattice_problem("hex/rh", 2, "cP") is None
+    assert lattice_problem("hex/rh", 3, "cF") is None and lattice_problem("hex/rh", 1, None) is None
+    assert lattice_problem("hex/rh", None, "cF") is None
+
+
+def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_else_sank_it():
+    from crystalface import Descriptor
+
+    cu = bulk("Cu", "fcc", a=3.6)
+    crystal = Descriptor()(cu)
+    speckle = np.random.default_rng(0).random(crystal.shape).astype(np.float32)  # no Bragg spots
+    images = np.stack([crystal, crystal, speckle])
+    proba = np.array([[0.02, 0.98], [0.02, 0.98], [0.02, 0.98]])
+    confident, values, reasons = assess_with_reasons(proba, images, [cu] * 3, labels=["hex/rh"] * 3, sites=[1] * 3,
+                                                     fits=["exact"] * 3, cubic_lattices=["cF", None, "cF"])
+    assert confident.tolist() == [False, True, False] and values[0] == 0 and values[2] == 0
+    assert reasons[0] == lattice_problem("hex/rh", 1, "cF") and reasons[1] is None
+    assert reasons[2].startswith("weak Bragg peaks")  # molten first, whatever the lattice says
+    # without the lattices (or without labels and sites), nothing is judged
+    assert assess(proba[:1], images[:1], [cu], labels=["hex/rh"], sites=[1])[0][0]
+
+
+def test_hot_diamond_called_hex_rh_in_its_md_cell_is_not_confident():
+    """64 atoms of diamond Si at Lindemann 0.12 (sigma 0.28 Å per axis): the network calls six of
+    these ten draws hex/rh with scores of 0.9 and more; the lattice of the cell is exactly cubic F
+    with two sites, diamond's. Before the lattice check they were confidently wrong."""
+    from crystalface import classify, standard_cell
+
+    pristine = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    hex_rh = 0
+    for seed in range(10):
+        hot = pristine.copy()
+        hot.positions += np.random.default_rng(seed).normal(0.0, 0.12 * 2.35126, hot.positions.shape)
+        cell = standard_cell(hot)
+        assert (cell.info["sites"], cell.info["cubic_lattice"]) == (2, "cF")
+        prediction = classify(hot)
+        if prediction.label == "hex/rh":
+            hex_rh += 1
+            assert not prediction.confident and prediction.score == 0.0
+            assert prediction.reason == lattice_problem("hex/rh", 2, "cF")
+        else:
+            assert prediction.label == "diam" and prediction.confident
+    assert hex_rh >= 3
 
 
 def test_lattice_fit_reads_the_standard_cell():
