@@ -11,7 +11,7 @@ The pipeline, one public function per step::
 'bcc'
 """
 
-__version__ = "0.1.5"
+__version__ = "0.1.6"
 
 from typing import TYPE_CHECKING
 
