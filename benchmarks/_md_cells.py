@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,22 +34,18 @@ def hot_copies(pristine, sigma: float, draws: int, first_seed: int = 0) -> list:
     return copies
 
 
-def command(argv) -> str:
-    """The command line that ran the benchmark: ``argv`` as given to ``main``, or the process's."""
-    return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-
-
 def save(benchmark: str, argv, args, per: str, rows: list, started: float, markdown, **notes) -> dict:
     """The result of a run, written to ``<args.output>.json`` and ``.md`` (``markdown(result)``, also printed).
 
-    Its keys: the benchmark, its command line, date, machine and seeds (draw k of each ``per`` and L
-    from ``numpy.random.default_rng(k)``), then ``notes``, the rows and the seconds since ``started``.
+    Its keys: the benchmark, its command line, date, machine and seeds (the draws of each ``per`` and
+    L from ``numpy.random.default_rng(k)``, k = first seed .. first seed + draws - 1), then ``notes``,
+    the rows and the seconds since ``started``.
     """
-    from crystalface.evaluation.provenance import machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info
 
     out = {
         "benchmark": benchmark,
-        "command": command(argv),
+        "command": command_line(f"benchmarks/{benchmark}.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "seeds": f"numpy.random.default_rng(k), k = {args.first_seed} .. {args.first_seed + args.draws - 1}, per {per} and L",

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 import warnings
@@ -53,6 +52,7 @@ import crystalface  # noqa: E402
 from crystalface import confidence, displace, load_model, vacancies  # noqa: E402
 from crystalface.cell import LATTICE_FITS  # noqa: E402
 from crystalface.dataset import generate_structures  # noqa: E402
+from crystalface.evaluation.provenance import command_line  # noqa: E402
 from crystalface.examples import supercell_near  # noqa: E402
 from crystalface.scaling import nearest_neighbour_distance  # noqa: E402
 
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
     acceptance["passed"] = acceptance["amorphous_flagged_min"] >= 0.95 and acceptance["crystals_confident_min"] >= 0.99
     out = {
         "benchmark": "confidence",
-        "command": "python benchmarks/confidence.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/confidence.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "crystalface_version": crystalface.__version__,
         "model": {"file": str(weights) if weights else "shipped default",

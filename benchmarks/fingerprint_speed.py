@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 
 import crystalface  # noqa: E402
 from crystalface import DF2D, cluster, fingerprint, fingerprint_reference, scale, standard_cell  # noqa: E402
+from crystalface.evaluation.provenance import command_line  # noqa: E402
 
 #: One prototype per class (AFLOW prototype library, as in /work/shared/data/prototypes).
 PROTOTYPES = {
@@ -123,7 +123,7 @@ def run(args) -> dict:
     ref_rate = n_ref / min(reference_times)
     return {
         "benchmark": "fingerprint_speed",
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command_line("benchmarks/fingerprint_speed.py"),
         "working_directory": os.getcwd(),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),

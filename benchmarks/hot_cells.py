@@ -6,12 +6,12 @@ The throughput benchmark's structures are mildly defective (0.02 Å of noise); a
 temperature is not. Structures: supercells of fcc Cu (a = 3.61 Å, 4x4x4 = 256 atoms), bcc Fe
 (2.87 Å, 5x5x5 = 250), diamond Si (5.43 Å, 3x3x3 = 216) and hcp Mg (a = 3.21, c = 5.21 Å, 5x5x5 =
 250), every atom displaced by Gaussian noise of sigma = L x d_nn per axis (L the Lindemann
-parameter, d_nn the nearest-neighbour distance; draw k uses ``numpy.random.default_rng(k)``). Per
-crystal and L, one process and one thread: the median time per structure of the standard cell (SPEC
-step 2, which finds the lattice from the atoms), the mean of the whole of ``crystalface.classify``
-(read excepted; the draws in one call), how often the second, wider lattice search ran
-(``crystalface.cell._find_lattice``: a hot or sparse structure), and how many draws are labelled
-right / confidently. Writes <output>.json and <output>.md.
+parameter, d_nn the nearest-neighbour distance; draw k uses ``numpy.random.default_rng(first seed +
+k)``, ``--first-seed`` 0 by default). Per crystal and L, one process and one thread: the median
+time per structure of the standard cell (SPEC step 2, which finds the lattice from the atoms), the
+mean of the whole of ``crystalface.classify`` (read excepted; the draws in one call), how often the
+second, wider lattice search ran (``crystalface.cell._find_lattice``: a hot or sparse structure),
+and how many draws are labelled right / confidently. Writes <output>.json and <output>.md.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import torch  # noqa: E402
 
 from crystalface import fingerprint, load_model, scale  # noqa: E402
+from crystalface.evaluation.provenance import command_line  # noqa: E402
 from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 
 #: Defect levels: pristine and the hardest levels of the paper's tables (σ in Å, vacancies as fractions).
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
 
     report = {
         "benchmark": "inference",
-        "command": "python benchmarks/inference.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/inference.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "onnxruntime": onnxruntime.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()},

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +53,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from crystalface import classify, load_model, primitive_lattice
-    from crystalface.evaluation.provenance import machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info
 
     torch.set_num_threads(1)
     model = None if args.lattice_only else load_model()
@@ -77,7 +75,7 @@ def main(argv=None) -> int:
                         "reason": p.reason, "classify_seconds": round(time.perf_counter() - t, 3)})
         rows.append(row)
     elapsed = time.perf_counter() - start
-    out = {"benchmark": "large_cells", "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+    out = {"benchmark": "large_cells", "command": command_line("benchmarks/large_cells.py", argv),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
            "seconds": round(elapsed, 1), "rows": rows}
     path = Path(args.output)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,12 +38,10 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/lattice_free")
     args = parser.parse_args(argv)
 
-    from scipy.spatial.transform import Rotation
-
     from crystalface import fingerprint, load_model, scale
     from crystalface.classes import CLASSES
     from crystalface.dataset import generate_structures
-    from crystalface.evaluation.provenance import machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info
     from crystalface.evaluation.robustness import Level, defect, score
     from crystalface.examples import random_rotation
     from crystalface.local import classify_clusters
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
 
     n = len(clusters)
     out = {
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/lattice_free.py", *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/lattice_free.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "parameters": {"per_class": args.per_class, "seed": args.seed, "n_structures": n,

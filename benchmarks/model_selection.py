@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -62,6 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from crystalface import load_model
+    from crystalface.evaluation.provenance import command_line
     from crystalface.evaluation.robustness import parse_levels, run_robustness
 
     levels = parse_levels(list(SIGMAS), list(VACANCIES), list(COMBINED), pristine=False)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         })
         print(json.dumps(rows[-1]), flush=True)
     results = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/model_selection.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "validation_seed": args.seed, "per_class": args.per_class, "models": rows,
     }

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
     from scipy.spatial import cKDTree
 
     from crystalface import load_model
-    from crystalface.evaluation.provenance import machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info
     from crystalface.mapping import _vote, map_structure, plot_slices
 
     data = Path(args.data)
@@ -124,7 +123,7 @@ def main(argv=None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
     report = {
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/polycrystal.py", *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/polycrystal.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "parameters": {"box": args.box, "stride": args.stride, "nanoparticle_stride": args.nanoparticle_stride,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import sys
 import time
 import warnings
@@ -107,6 +106,7 @@ def main(argv=None) -> int:
 
     from crystalface import classify, load_model
     from crystalface.dataset import label_structure
+    from crystalface.evaluation.provenance import command_line
 
     model = load_model(args.model)
     files = sorted((Path(args.data) / "prototypes").glob("*.in"))
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
     results = {
         "benchmark": "AFLOW prototypes of the shared data, whole pipeline",
-        "command": "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/prototypes.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"file": args.model or "shipped", "weights_sha256": model.card.get("weights_sha256")},
         "seed": args.seed, "realisations": args.realisations,

@@ -6,8 +6,9 @@ Structures: supercells of a few conventional cells, as ab-initio MD uses them, o
 32 and 3x3x3 = 108 atoms), bcc Fe (2.87 Å; 2x2x2 = 16, 3x3x3 = 54, 4x4x4 = 128), diamond Si (5.43 Å;
 2x2x2 = 64) and hcp Mg (a = 3.21, c = 5.21 Å; 3x3x2 = 36, 4x4x3 = 96), every atom displaced by
 Gaussian noise of sigma = L x d_nn per axis (L the Lindemann parameter, d_nn the nearest-neighbour
-distance; draw k of a cell and L uses ``numpy.random.default_rng(k)``). Melting is usually placed at
-L = 0.1-0.2: below, the right label should be confident; above, no label should be. For each cell
+distance; draw k of a cell and L uses ``numpy.random.default_rng(first seed + k)``, ``--first-seed``
+0 by default). Melting is usually placed at L = 0.1-0.2: below, the right label should be
+confident; above, no label should be. For each cell
 and L: how many draws come out right and confident, right and not confident, wrong and not
 confident, and **wrong and confident** (the failure a user cannot see), with the reason of each
 not-confident prediction counted (and draws that fail, two atoms drawn within 0.1 Å, apart). One

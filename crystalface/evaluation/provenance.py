@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["machine_info"]
+__all__ = ["command_line", "machine_info"]
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """The command that ran a benchmark script, to be pasted into a shell: ``python script args``.
+
+    ``argv`` are the arguments given to the script's ``main`` (None: the process's own, ``sys.argv[1:]``).
+
+    >>> command_line("benchmarks/small_cells.py", ["--output", "out dir/small"])
+    "python benchmarks/small_cells.py --output 'out dir/small'"
+    """
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def machine_info() -> dict:
