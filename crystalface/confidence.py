@@ -30,7 +30,9 @@ The score therefore multiplies the network's probability by two things the netwo
   and a wrong count there would flag right labels. A lattice found cubic with the sites of a cubic
   class (one on cF, cI or cP; two on cF) contradicts a label of bct139, bct141 or hex/rh
   (:func:`lattice_problem`): the network gives such labels to hot cubic crystals in MD boxes, whose
-  lattice (the box divided by integers) stays exactly cubic however hot they are.
+  lattice (the box divided by integers) stays exactly cubic however hot they are. The other way
+  round, one site on a cubic lattice proves fcc, bcc or sc (:func:`lattice_confirms`), and such a
+  label keeps its confidence whatever the novelty says.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come
@@ -40,7 +42,7 @@ The score therefore multiplies the network's probability by two things the netwo
   is not confident.
 
     score = P(predicted class) x crystallinity(bragg_fraction) x [in domain] x [basis fits the label]
-            x [lattice does not contradict the label] x [novelty <= NOVELTY_LIMIT],
+            x [lattice does not contradict the label] x [novelty <= NOVELTY_LIMIT or lattice proves the label],
     confident = score >= THRESHOLD
 
 The constants below were calibrated by ``python benchmarks/confidence.py`` on structures of
@@ -63,8 +65,8 @@ from .classes import BASIS_SITES, CUBIC_SIGNATURES
 from .fingerprint import DF2D
 
 __all__ = [
-    "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity",
-    "domain_problem", "lattice_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
+    "THRESHOLD", "NOVELTY_LIMIT", "basis_problem", "bragg_fraction", "crystallinity", "domain_problem",
+    "lattice_confirms", "lattice_problem", "score", "vacuum_fraction", "assess", "assess_with_reasons", "doubts",
 ]
 
 #: Share of the detector pixels (inside the mask) whose intensity :func:`bragg_fraction` sums.
@@ -339,6 +341,26 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None) -> str | N
             f"as in {cubic_class}; a {label} crystal is not cubic")
 
 
+def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
+    """Whether the lattice the standard cell found proves the label: one site on a cubic lattice.
+
+    One atom per lattice point has the lattice's whole symmetry, so a crystal whose atoms sit on one
+    site of a cF, cI or cP lattice (:func:`crystalface.cell.cubic_lattice`) is fcc, bcc or sc
+    whatever its fingerprint looks like. Where the label is that class, a novelty above
+    :data:`NOVELTY_LIMIT` does not take the confidence (:func:`assess`): thermal noise moves a hot
+    crystal's features away from the pristine training crystals (hot bcc iron at Lindemann 0.06-0.1 in
+    a third of the draws), while the novelty is there for crystals of kinds the model never saw,
+    which this one is not. Two sites on cF are not proof of diamond (an alpha-As-type pair on a
+    cubic lattice has them too), so only the one-site classes are confirmed.
+
+    Examples
+    --------
+    >>> lattice_confirms("bcc", 1, "cI"), lattice_confirms("fcc", 1, "cI"), lattice_confirms("diam", 2, "cF")
+    (True, False, False)
+    """
+    return sites == 1 and cubic is not None and CUBIC_SIGNATURES.get((cubic, 1)) == label
+
+
 def assess(
     probabilities: np.ndarray,
     images: np.ndarray,
@@ -353,8 +375,8 @@ def assess(
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
     ``score`` = P(predicted class) x :func:`crystallinity` x [no :func:`domain_problem`] x
-    [no :func:`basis_problem`] x [no :func:`lattice_problem`] x [``novelty`` <= NOVELTY_LIMIT], in [0, 1]; ``confident`` =
-    ``score >= THRESHOLD``.
+    [no :func:`basis_problem`] x [no :func:`lattice_problem`] x [``novelty`` <= NOVELTY_LIMIT or
+    :func:`lattice_confirms` the label], in [0, 1]; ``confident`` = ``score >= THRESHOLD``.
 
     Parameters
     ----------
@@ -407,7 +429,8 @@ def assess_with_reasons(
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
     The reason is the first that applies of: a :func:`domain_problem` (several elements, vacuum), a
-    :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT`, the smaller of the two factors of
+    :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT` (unless :func:`lattice_confirms` the
+    label), the smaller of the two factors of
     the score where their product is below :data:`THRESHOLD` (weak Bragg peaks, the crystallinity,
     or a hesitating network, P(label)), and last a :func:`lattice_problem`: a label the lattice
     found contradicts is named only where nothing else would have made it not confident (a molten
@@ -422,7 +445,6 @@ def assess_with_reasons(
     ['more than one element (Cl, Na): the model knows elemental solids']
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    values = score(probabilities, images, params, novelty)
     problems = [domain_problem(a) for a in structures]
     contradictions: list[str | None] = [None] * len(structures)
     if labels is not None and sites is not None:
@@ -430,6 +452,10 @@ def assess_with_reasons(
         problems = [p or basis_problem(label, n, f) for p, label, n, f in zip(problems, labels, sites, fits)]
         if cubic_lattices is not None:
             contradictions = [lattice_problem(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
+            if novelty is not None:  # the novelty does not judge a label the lattice proves
+                proven = [lattice_confirms(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
+                novelty = np.where(proven, 0.0, np.asarray(novelty, dtype=np.float64))
+    values = score(probabilities, images, params, novelty)
     values = np.where([p is not None or c is not None for p, c in zip(problems, contradictions)], 0.0, values)
     confident = values >= THRESHOLD
     reasons = doubts(probabilities, images, params, novelty, labels, problems, confident, contradictions)

@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 
 from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, basis_problem, bragg_fraction, domain_problem,
-                                   lattice_problem, vacuum_fraction)
+                                   lattice_confirms, lattice_problem, vacuum_fraction)
 from crystalface.fingerprint import DF2D
 
 
@@ -145,6 +145,42 @@ def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_els
     assert reasons[2].startswith("weak Bragg peaks")  # molten first, whatever the lattice says
     # without the lattices (or without labels and sites), nothing is judged
     assert assess(proba[:1], images[:1], [cu], labels=["hex/rh"], sites=[1])[0][0]
+
+
+def test_a_label_the_lattice_proves_keeps_its_confidence_whatever_the_novelty():
+    from crystalface import Descriptor
+
+    assert [lattice_confirms(label, 1, cubic) for label, cubic in (("fcc", "cF"), ("bcc", "cI"), ("sc", "cP"))] == [True] * 3
+    assert not any([lattice_confirms("fcc", 1, "cI"), lattice_confirms("diam", 2, "cF"), lattice_confirms("fcc", 2, "cF"),
+                    lattice_confirms("fcc", 1, None), lattice_confirms("hex/rh", 1, "cF"), lattice_confirms("fcc", None, "cF")])
+    cu = bulk("Cu", "fcc", a=3.6)
+    images = np.repeat(Descriptor()(cu)[None], 4, axis=0)
+    proba = np.repeat(np.array([[0.02, 0.98]]), 4, axis=0)
+    novelty = np.full(4, 2.5)
+    confident, values, reasons = assess_with_reasons(
+        proba, images, [cu] * 4, novelty=novelty, labels=["fcc", "fcc", "fcc", "diam"], sites=[1, 1, None, 2],
+        fits=["exact", "exact", None, "exact"], cubic_lattices=["cF", "cI", None, "cF"])
+    assert confident.tolist() == [True, False, False, False] and values[0] > 0.9
+    assert reasons[0] is None and all(r.startswith("novelty 2.50 above 2") for r in reasons[1:])
+    # the novelty limit holds where the lattices are not given
+    assert not assess(proba[:1], images[:1], [cu], novelty=novelty[:1], labels=["fcc"], sites=[1])[0][0]
+
+
+def test_hot_bcc_far_from_the_training_crystals_is_confident_on_its_cubic_lattice():
+    """250 atoms of bcc Fe at Lindemann 0.1 (sigma 0.25 Å per axis): the network says bcc for every
+    draw, but thermal noise moves the features of some beyond twice the farthest training crystal.
+    Their lattice is exactly cI with one site, which only bcc has; before 0.1.6 those were not confident."""
+    from crystalface import classify
+
+    pristine = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5)
+    far = 0
+    for seed in range(10):
+        hot = pristine.copy()
+        hot.positions += np.random.default_rng(seed).normal(0.0, 0.1 * 2.4855, hot.positions.shape)
+        prediction = classify(hot)
+        assert prediction.label == "bcc" and prediction.confident
+        far += prediction.novelty > 2
+    assert far >= 2
 
 
 def test_hot_diamond_called_hex_rh_in_its_md_cell_is_not_confident():
