@@ -12,6 +12,13 @@ from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, bas
 from crystalface.fingerprint import DF2D
 
 
+def _hot(pristine: Atoms, sigma: float, seed: int) -> Atoms:
+    """A copy of ``pristine`` with Gaussian noise of ``sigma`` Å per axis on every atom, from ``default_rng(seed)``."""
+    hot = pristine.copy()
+    hot.positions += np.random.default_rng(seed).normal(0.0, sigma, hot.positions.shape)
+    return hot
+
+
 def _bragg_by_sorting(image: np.ndarray, params: DF2D) -> float:
     """The definition, written the slow way: sum of the brightest 1 % of the masked pixels over their sum."""
     pixels = np.sort(image[:, params.mask()].astype(np.float64).ravel())[::-1]
@@ -175,9 +182,7 @@ def test_hot_bcc_far_from_the_training_crystals_is_confident_on_its_cubic_lattic
     pristine = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5)
     far = 0
     for seed in range(10):
-        hot = pristine.copy()
-        hot.positions += np.random.default_rng(seed).normal(0.0, 0.1 * 2.4855, hot.positions.shape)
-        prediction = classify(hot)
+        prediction = classify(_hot(pristine, 0.1 * 2.4855, seed))
         assert prediction.label == "bcc" and prediction.confident
         far += prediction.novelty > 2
     assert far >= 2
@@ -192,8 +197,7 @@ def test_hot_diamond_called_hex_rh_in_its_md_cell_is_not_confident():
     pristine = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
     hex_rh = 0
     for seed in range(10):
-        hot = pristine.copy()
-        hot.positions += np.random.default_rng(seed).normal(0.0, 0.12 * 2.35126, hot.positions.shape)
+        hot = _hot(pristine, 0.12 * 2.35126, seed)
         cell = standard_cell(hot)
         assert (cell.info["sites"], cell.info["cubic_lattice"]) == (2, "cF")
         prediction = classify(hot)
@@ -225,9 +229,7 @@ def test_a_molten_md_cell_is_not_confident():
     Before the count above 64 was judged this draw came out hex/rh, confident (score 0.60)."""
     from crystalface import classify
 
-    hot = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(12)
-    hot.positions += np.random.default_rng(0).normal(0.0, 0.35, hot.positions.shape)
-    prediction = classify(hot)
+    prediction = classify(_hot(bulk("Cu", "fcc", a=3.61, cubic=True).repeat(12), 0.35, 0))
     assert not prediction.confident and prediction.score == 0.0
     assert prediction.reason.startswith("no lattice finer than a cell of 6912 atoms was found")
 
@@ -241,8 +243,7 @@ def test_a_molten_small_cell_is_not_confident():
 
     own_cell = 0
     for seed in range(6):
-        hot = bulk("Cu", "fcc", a=3.615, cubic=True).repeat(2)
-        hot.positions += np.random.default_rng(seed).normal(0.0, 0.5, hot.positions.shape)
+        hot = _hot(bulk("Cu", "fcc", a=3.615, cubic=True).repeat(2), 0.5, seed)
         prediction = classify(hot)
         assert not prediction.confident
         if standard_cell(hot).info["primitive"]:  # (a few draws find a lattice on part of the atoms)
