@@ -41,7 +41,8 @@ BASIS_SITES: dict[str, tuple[int, ...]] = {
 #: lattice is fcc, bcc or sc; two sites on cF are diamond, the only two-site elemental structure of
 #: the eight space groups whose lattice is cubic (alpha-As has two sites on a rhombohedral lattice
 #: that is cubic only at c/a = sqrt(6) exactly). A label of a non-cubic class on such a lattice
-#: contradicts it (crystalface.confidence.basis_problem).
+#: contradicts it (crystalface.confidence.lattice_problem); a one-site one proves its class
+#: (crystalface.confidence.lattice_confirms).
 CUBIC_SIGNATURES: dict[tuple[str, int], str] = {
     ("cF", 1): "fcc",
     ("cI", 1): "bcc",

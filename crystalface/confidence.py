@@ -349,7 +349,7 @@ def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
     whatever its fingerprint looks like. Where the label is that class, a novelty above
     :data:`NOVELTY_LIMIT` does not take the confidence (:func:`assess`): thermal noise moves a hot
     crystal's features away from the pristine training crystals (hot bcc iron at Lindemann 0.06-0.1 in
-    a third of the draws), while the novelty is there for crystals of kinds the model never saw,
+    a third to half of the draws), while the novelty is there for crystals of kinds the model never saw,
     which this one is not. Two sites on cF are not proof of diamond (an alpha-As-type pair on a
     cubic lattice has them too), so only the one-site classes are confirmed.
 
@@ -358,7 +358,7 @@ def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
     >>> lattice_confirms("bcc", 1, "cI"), lattice_confirms("fcc", 1, "cI"), lattice_confirms("diam", 2, "cF")
     (True, False, False)
     """
-    return sites == 1 and cubic is not None and CUBIC_SIGNATURES.get((cubic, 1)) == label
+    return sites == 1 and CUBIC_SIGNATURES.get((cubic, 1)) == label
 
 
 def assess(
@@ -430,11 +430,10 @@ def assess_with_reasons(
 
     The reason is the first that applies of: a :func:`domain_problem` (several elements, vacuum), a
     :func:`basis_problem`, a novelty above :data:`NOVELTY_LIMIT` (unless :func:`lattice_confirms` the
-    label), the smaller of the two factors of
-    the score where their product is below :data:`THRESHOLD` (weak Bragg peaks, the crystallinity,
-    or a hesitating network, P(label)), and last a :func:`lattice_problem`: a label the lattice
-    found contradicts is named only where nothing else would have made it not confident (a molten
-    cubic crystal called hex/rh is molten first).
+    label), the smaller of the two factors of the score where their product is below
+    :data:`THRESHOLD` (weak Bragg peaks, the crystallinity, or a hesitating network, P(label)), and
+    last a :func:`lattice_problem`: a label the lattice found contradicts is named only where nothing
+    else would have made it not confident (a molten cubic crystal called hex/rh is molten first).
 
     Examples
     --------
