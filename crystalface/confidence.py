@@ -348,15 +348,16 @@ def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
     site of a cF, cI or cP lattice (:func:`crystalface.cell.cubic_lattice`) is fcc, bcc or sc
     whatever its fingerprint looks like. Where the label is that class, a novelty above
     :data:`NOVELTY_LIMIT` does not take the confidence (:func:`assess`): thermal noise moves a hot
-    crystal's features away from the pristine training crystals (hot bcc iron at Lindemann 0.06-0.1 in
-    a third to half of the draws), while the novelty is there for crystals of kinds the model never saw,
-    which this one is not. Two sites on cF are not proof of diamond (an alpha-As-type pair on a
-    cubic lattice has them too), so only the one-site classes are confirmed. Where the atoms do not
-    fold exactly, "one site" means within half a bond of one site: an ordered distortion that the
-    lattice search takes for noise (alpha-As near simple cubic, on its pseudo-cubic lattice) has
+    crystal's features away from the pristine training crystals (hot bcc iron at Lindemann 0.06-0.1
+    in a third to half of the draws), while the novelty is there for crystals of kinds the model
+    never saw, which this one is not. Two sites on cF are not proof of diamond (an alpha-As-type pair
+    on a cubic lattice has them too), so only the one-site classes are confirmed. Where the atoms do
+    not fold exactly, "one site" means within half a bond of one site: an ordered distortion that
+    the lattice search takes for noise (alpha-As near simple cubic, on its pseudo-cubic lattice) has
     one site too, and its pseudo-lattice is cubic when c/a is within ~0.5 % of sqrt(6), which no
-    element at ambient pressure (As 2.80, Sb and Bi 2.61) and no drawn structure has (of 3500 pristine structures drawn with the robustness test
-    seed 1000, 18 alpha-As draws have a one-site pseudo-lattice, none of them cubic).
+    element at ambient pressure (As 2.80, Sb and Bi 2.61) and no drawn structure has (of 3500
+    pristine structures drawn with the robustness test seed 1000, 18 alpha-As draws have a one-site
+    pseudo-lattice, none of them cubic).
 
     Examples
     --------
