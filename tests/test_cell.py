@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.build import bulk, make_supercell
 from ase.cell import Cell
 
-from conftest import LABELS, rotated
+from conftest import DATA, LABELS, read_aims, rotated
 from crystalface import (
     StructureError,
     cluster,
@@ -285,6 +285,58 @@ def test_standard_cell_names_a_cubic_lattice_exact_or_hot(prototypes, label):
     # a gas is its own primitive cell: a cubic box with 64 sites, which no cubic class has
     gas = Atoms("Cu64", positions=np.random.default_rng(0).random((64, 3)) * 12.0, cell=[12.0] * 3, pbc=True)
     assert standard_cell(gas).info["cubic_lattice"] == "cP" and standard_cell(gas).info["sites"] == 64
+
+
+def test_a_lattice_twice_as_fine_as_the_crystal_is_halved_by_the_order_of_the_displacements():
+    """Two simple-cubic sublattices (a = 3 Å) shifted by (1.5, 1.5, 1.5) + d, d = (0.3, 0, 0), as the
+    one site of the bcc lattice twice as fine: the atoms sit -d/2 and +d/2 from it, by parity."""
+    from crystalface.cell import _halved, _Sites
+
+    rng = np.random.default_rng(0)
+    cubic = 3.0 * np.eye(3)
+    points = np.array(list(np.ndindex(4, 4, 4)), dtype=float) @ cubic
+    d = np.array([0.3, 0.0, 0.0])
+    positions = np.vstack([points, points + 1.5 + d]) + rng.normal(0.0, 0.1, (128, 3))
+    bcc = 1.5 * (1 - 2 * np.eye(3))  # its primitive vectors (-1, 1, 1) a / 2 ...
+    centre = np.mean(np.vstack([points, points + 1.5 + d]) - np.vstack([points, points + 1.5]), axis=0)
+    displacement = positions - np.vstack([points, points + 1.5]) - centre
+    found = _Sites(1, 1.0, np.zeros(128, dtype=int), displacement)
+    halved, lattice = _halved(positions, bcc, 4 * cubic, found)
+    assert halved.count == 2 and halved.occupancy == 1.0
+    assert set(halved.site[:64]) | set(halved.site[64:]) == {0, 1} and len(set(halved.site[:64])) == 1
+    np.testing.assert_allclose(abs(np.linalg.det(lattice)), 27.0)  # simple cubic again
+    assert abs(halved.displacement.mean(axis=0)).max() < 0.05 and abs(halved.displacement[:, 0]).mean() < 0.1
+    # the same atoms with no order between the sublattices: thermal noise alone is not split
+    positions = np.vstack([points, points + 1.5]) + rng.normal(0.0, 0.1, (128, 3))
+    found = _Sites(1, 1.0, np.zeros(128, dtype=int), positions - np.vstack([points, points + 1.5]))
+    assert _halved(positions, bcc, 4 * cubic, found)[0] is found
+    # a cell that the sublattice does not contain (an odd number of cubic cells): nothing to split
+    assert _halved(positions, bcc, 3 * cubic, found)[0] is found
+
+
+def test_hot_hcp_whose_lattice_search_took_an_a_to_b_vector_has_its_two_sites():
+    """36 atoms of hcp Mg at Lindemann 0.1: in this draw the lattice search took a vector between the
+    A and B layers for a translation (its double is one) and found one site; the network says bct139,
+    which has one. The displacements order by the parity of the lattice points: two sites, and
+    bct139 is not confident."""
+    from crystalface import classify
+
+    hot = bulk("Mg", "hcp", a=3.21, c=5.21).repeat((3, 3, 2))
+    hot.positions += np.random.default_rng(0).normal(0.0, 0.1 * 3.19699, hot.positions.shape)
+    cell = standard_cell(hot)
+    assert cell.info["sites"] == 2 and set(cell.arrays["site"]) == {0, 1}
+    prediction = classify(hot)
+    assert prediction.label == "bct139" and not prediction.confident
+    assert prediction.reason == "the lattice found has 2 sites per primitive cell; a bct139 crystal has 1"
+
+
+def test_a_lattice_four_times_as_fine_is_halved_twice():
+    """Molecular iodine (four sites) with half of them vacant: the sparse lattice search accepts
+    vectors between the molecules' atoms and finds a lattice four times as fine, one site. Halved
+    twice by the order of the displacements: four sites again, which no class but hex/rh has."""
+    iodine = read_aims(DATA / "prototypes" / "basecorthMolIod_I_A_oC8_64_f.in")
+    sparse = vacancies(rotated(iodine.repeat((4, 4, 4)), 1), 0.5, seed=1)
+    assert standard_cell(sparse).info["sites"] == 4
 
 
 def test_sites_and_displacements_only_where_the_atoms_do_not_fold():
