@@ -1069,25 +1069,31 @@ def _halved(positions: np.ndarray, lattice: np.ndarray, user_cell: np.ndarray, f
         points[on] = np.rint(ideal[on] - ideal[on[0]]).astype(int)
     from scipy.special import fdtrc  # imported with scipy.spatial already
 
-    tests = []
-    for p in parities:
-        half = points @ p % 2
-        for s in range(found.count):
-            groups = [displacement[(site == s) & (half == h)] for h in (0, 1)]
-            n0, n1 = len(groups[0]), len(groups[1])
-            if min(n0, n1) < _HALF_ATOMS:
-                continue
-            delta = groups[1].mean(axis=0) - groups[0].mean(axis=0)
-            spread = np.vstack([g - g.mean(axis=0) for g in groups])
-            pooled = spread.T @ spread / (n0 + n1 - 2) + 1e-12 * np.eye(3)  # 1e-6 Å: a pristine order is certain
-            t2 = n0 * n1 / (n0 + n1) * delta @ np.linalg.solve(pooled, delta)
-            tests.append((fdtrc(3, n0 + n1 - 4, t2 * (n0 + n1 - 4) / (3 * (n0 + n1 - 2))), tuple(p)))
+    parities = np.array(parities)
+    tests = []  # (p-value, which parity), every sublattice at once for each site
+    for s in range(found.count):
+        on = np.flatnonzero(site == s)
+        half = points[on] @ parities.T % 2  # (atoms, parities): 1 in the second half
+        n1 = half.sum(axis=0)
+        n0 = len(on) - n1
+        tested = np.flatnonzero(np.minimum(n0, n1) >= _HALF_ATOMS)
+        if not len(tested):
+            continue
+        half, n0, n1, m = half[:, tested], n0[tested], n1[tested], len(on)
+        d = displacement[on]
+        mean1 = (d.T @ half) / n1  # (3, parities)
+        mean0 = (d.sum(axis=0)[:, None] - mean1 * n1) / n0
+        within = (d.T @ d)[None] - np.einsum("k,ik,jk->kij", n1, mean1, mean1) - np.einsum("k,ik,jk->kij", n0, mean0, mean0)
+        pooled = within / (m - 2) + 1e-12 * np.eye(3)  # 1e-6 Å: a pristine order is certain
+        delta = (mean1 - mean0).T
+        t2 = n0 * n1 / m * np.einsum("ki,ki->k", delta, np.linalg.solve(pooled, delta[:, :, None])[:, :, 0])
+        tests += zip(fdtrc(3, m - 4, t2 * (m - 4) / (3 * (m - 2))), tested)
     if not tests:
         return found, lattice
-    p_value, p = min(tests)
+    p_value, k = min(tests)
     if p_value * len(tests) >= _HALVES_SIGNIFICANCE:
         return found, lattice
-    p = np.array(p)
+    p = parities[k]
     halves = np.where(site >= 0, 2 * site + points @ p % 2, -1)
     kept, new_site = np.unique(halves, return_inverse=True)  # numbered 0, 1, ... (a half may be empty)
     new_site = new_site.reshape(-1) - int(kept[0] < 0)
