@@ -1090,10 +1090,10 @@ def _halved(positions: np.ndarray, lattice: np.ndarray, user_cell: np.ndarray, f
         tests += zip(fdtrc(3, m - 4, t2 * (m - 4) / (3 * (m - 2))), tested)
     if not tests:
         return found, lattice
-    p_value, k = min(tests)
+    p_value, best = min(tests)
     if p_value * len(tests) >= _HALVES_SIGNIFICANCE:
         return found, lattice
-    p = parities[k]
+    p = parities[best]
     halves = np.where(site >= 0, 2 * site + points @ p % 2, -1)
     kept, new_site = np.unique(halves, return_inverse=True)  # numbered 0, 1, ... (a half may be empty)
     new_site = new_site.reshape(-1) - int(kept[0] < 0)
