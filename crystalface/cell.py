@@ -1063,16 +1063,14 @@ def _halved(positions: np.ndarray, lattice: np.ndarray, user_cell: np.ndarray, f
         return found, lattice
     site, displacement = found.site, found.displacement
     ideal = (positions - displacement) @ inverse  # the lattice coordinates of each atom's site image
-    points = np.zeros((len(site), 3), dtype=int)
-    for s in range(found.count):
-        on = np.flatnonzero(site == s)
-        points[on] = np.rint(ideal[on] - ideal[on[0]]).astype(int)
+    points = np.zeros((len(site), 3), dtype=int)  # of its lattice point, from the site's first atom
     from scipy.special import fdtrc  # imported with scipy.spatial already
 
     parities = np.array(parities)
     tests = []  # (p-value, which parity), every sublattice at once for each site
     for s in range(found.count):
         on = np.flatnonzero(site == s)
+        points[on] = np.rint(ideal[on] - ideal[on[0]]).astype(int)
         half = points[on] @ parities.T % 2  # (atoms, parities): 1 in the second half
         n1 = half.sum(axis=0)
         n0 = len(on) - n1
@@ -1097,13 +1095,13 @@ def _halved(positions: np.ndarray, lattice: np.ndarray, user_cell: np.ndarray, f
     halves = np.where(site >= 0, 2 * site + points @ p % 2, -1)
     kept, new_site = np.unique(halves, return_inverse=True)  # numbered 0, 1, ... (a half may be empty)
     new_site = new_site.reshape(-1) - int(kept[0] < 0)
+    count = int(new_site.max()) + 1
     new_displacement = displacement.copy()
-    for s in range(int(new_site.max()) + 1):
+    for s in range(count):
         on = new_site == s
         new_displacement[on] -= displacement[on].mean(axis=0)
     j = int(np.flatnonzero(p)[0])  # a basis of the sublattice: 2 e_j and e_k + p_k e_j
     basis = np.array([2 * lattice[j] if k == j else lattice[k] + p[k] * lattice[j] for k in range(3)])
-    count = int(new_site.max()) + 1
     return _Sites(count, found.occupancy, new_site, new_displacement), minkowski_reduce(basis)[0][:]
 
 

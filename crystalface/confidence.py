@@ -356,9 +356,8 @@ def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
     the lattice search takes for noise (alpha-As near simple cubic, on its pseudo-cubic lattice) has
     one site too, and its pseudo-lattice is cubic to 0.5 % for c/a below ~2.49 (within 1.5 % of
     sqrt(6)), which no element at ambient pressure (As 2.80, Sb and Bi 2.61) and no drawn structure
-    (c/a from 2.5) has (of 3500
-    pristine structures drawn with the robustness test seed 1000, 18 alpha-As draws have a one-site
-    pseudo-lattice, none of them cubic).
+    (c/a from 2.5) has: of 3500 pristine structures drawn with the robustness test seed 1000, 18
+    alpha-As draws have a one-site pseudo-lattice, none of them cubic.
 
     Examples
     --------
