@@ -239,8 +239,10 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
         predicted = [model.classes[int(np.argmax(p))] for p in proba]
         right = np.array([predicted[k] == labels[i] for k, i in enumerate(ok)])
         without, _ = confidence.assess(proba, images[ok], [inputs[i] for i in ok], model.descriptor.df2d, novelty)
-        by_lattice = np.array([confidence.lattice_problem(lab, sites[i].sites, sites[i].cubic) is not None
+        by_lattice = np.array([confidence.lattice_problem(lab, sites[i].sites, sites[i].cubic, sites[i].system) is not None
                                for lab, i in zip(predicted, ok)], dtype=bool)
+        by_system = by_lattice & ~np.array([confidence.lattice_problem(lab, sites[i].sites, sites[i].cubic) is not None
+                                            for lab, i in zip(predicted, ok)], dtype=bool)
         checked = by_lattice | np.array([confidence.basis_problem(lab, sites[i].sites, sites[i].fit) is not None
                                          for lab, i in zip(predicted, ok)], dtype=bool)
         fit = np.array([sites[i].fit for i in ok])  # how the lattice found fits the atoms (crystalface.cell.lattice_fit)
@@ -251,6 +253,10 @@ def basis_rates(model, structures: list[Atoms], labels: list[str], seed: int) ->
                     "confident_wrong_left": int((without & ~checked & ~right).sum()),
                     "flagged_right_wrong_by_lattice_check": [int((without & by_lattice & right).sum()),
                                                               int((without & by_lattice & ~right).sum())],
+                    # of those, by the lattice system alone (a bct or hex/rh label on a lattice of
+                    # another system; cell.lattice_system, 0.1.7)
+                    "flagged_right_wrong_by_lattice_system": [int((without & by_system & right).sum()),
+                                                               int((without & by_system & ~right).sum())],
                     "sites_unknown_or_above_4": int(sum(sites[i].sites is None or sites[i].sites > 4 for i in ok)),
                     "no_clear_basis": int((fit == "none").sum()),
                     "flagged_right_wrong_by_fit": {f: [int((without & checked & right & (fit == f)).sum()),

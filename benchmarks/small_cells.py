@@ -53,7 +53,8 @@ DRAWS = 10
 
 #: The kinds of reasons of crystalface.confidence, by how a reason begins.
 REASONS = (("no lattice finer", "no lattice finer than the cell"), ("the lattice found has", "basis"),
-           ("the lattice found is cubic", "cubic lattice, non-cubic label"), ("novelty", "novelty above 2"),
+           ("the lattice found is cubic", "cubic lattice, non-cubic label"),
+           ("the lattice found is", "lattice system not the label's"), ("novelty", "novelty above 2"),
            ("weak Bragg", "weak Bragg peaks"), ("the network hesitates", "hesitates"))
 
 

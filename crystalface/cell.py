@@ -28,8 +28,9 @@ from ase import Atoms
 from ase.geometry import minkowski_reduce
 from scipy.spatial import cKDTree
 
-__all__ = ["CUBIC_TOLERANCE", "LATTICE_FITS", "LatticeFound", "StructureError", "check_periodic", "cubic_lattice",
-           "lattice_found", "lattice_fit", "primitive_lattice", "standard_cell", "standard_orientation"]
+__all__ = ["CUBIC_TOLERANCE", "LATTICE_FITS", "SYSTEM_TOLERANCE", "LatticeFound", "StructureError", "check_periodic",
+           "cubic_lattice", "lattice_found", "lattice_fit", "lattice_system", "primitive_lattice", "standard_cell",
+           "standard_orientation"]
 
 #: Translations are tested on at most this many atoms of a large input (a fixed, evenly spaced subset).
 _MAX_SCORED_ATOMS = 64
@@ -791,9 +792,10 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         result has ``info["sites"]``, its per-atom arrays ``arrays["site"]`` (which of those sites
         the atom sits on, 0 .. sites - 1; -1 for an atom on none of them) and
         ``arrays["displacement"]`` (Å, from the centre of its site; zero on no site) say where each
-        atom sits: :func:`crystalface.cluster` reads them. Where the lattice found is metrically
-        cubic (:func:`cubic_lattice`) and ``info["sites"]`` is given, ``info["cubic_lattice"]``
-        names it ("cP", "cF" or "cI").
+        atom sits: :func:`crystalface.cluster` reads them. Where ``info["sites"]`` is given,
+        ``info["lattice_system"]`` is the lattice system of the lattice found (:func:`lattice_system`,
+        within a strain of 1 %; absent where none applies), and where that lattice is metrically
+        cubic within 0.5 % (:func:`cubic_lattice`), ``info["cubic_lattice"]`` names it ("cP", "cF" or "cI").
 
     Examples
     --------
@@ -835,6 +837,9 @@ def standard_cell(atoms: Atoms, tol: float | None = None) -> Atoms:
         cubic = cubic_lattice(standard)
         if cubic is not None:
             result.info["cubic_lattice"] = cubic
+        system = lattice_system(standard)
+        if system is not None:
+            result.info["lattice_system"] = system
     for key in ("source", "index"):
         if key in atoms.info:
             result.info[key] = atoms.info[key]
@@ -865,12 +870,14 @@ def lattice_fit(info: dict) -> str:
 class LatticeFound(NamedTuple):
     """What the standard cell found about a structure's lattice, as :func:`crystalface.confidence.assess`
     judges it: the ``sites`` per primitive cell (``info["sites"]``, None where unknown), how the
-    lattice ``fit`` the atoms (:func:`lattice_fit`) and its ``cubic`` Bravais type
-    (``info["cubic_lattice"]``, None where it is not cubic); all None where the structure failed."""
+    lattice ``fit`` the atoms (:func:`lattice_fit`), its ``cubic`` Bravais type
+    (``info["cubic_lattice"]``, None where it is not cubic) and its lattice ``system``
+    (``info["lattice_system"]``, :func:`lattice_system`); all None where the structure failed."""
 
     sites: int | None = None
     fit: str | None = None
     cubic: str | None = None
+    system: str | None = None
 
 
 def lattice_found(info: dict) -> LatticeFound:
@@ -880,9 +887,9 @@ def lattice_found(info: dict) -> LatticeFound:
     --------
     >>> from ase.build import bulk
     >>> lattice_found(standard_cell(bulk("Fe", "bcc", a=2.87, cubic=True).repeat(2)).info)
-    LatticeFound(sites=1, fit='exact', cubic='cI')
+    LatticeFound(sites=1, fit='exact', cubic='cI', system='cubic')
     """
-    return LatticeFound(info.get("sites"), lattice_fit(info), info.get("cubic_lattice"))
+    return LatticeFound(info.get("sites"), lattice_fit(info), info.get("cubic_lattice"), info.get("lattice_system"))
 
 
 #: Largest relative difference between the lengths of the shortest lattice vectors of a lattice and
@@ -946,6 +953,70 @@ def cubic_lattice(lattice: np.ndarray, tolerance: float = CUBIC_TOLERANCE) -> st
         if np.max(np.abs(lengths / cubic - 1.0)) <= tolerance:
             return name
     return None
+
+
+#: Largest strain, relative in lengths, by which a lattice may miss a lattice system's metric
+#: symmetry and still count as of that system (:func:`lattice_system`). A periodic input's lattice
+#: is its box divided by integers, exact however hot the crystal; what this allows for is a box that
+#: is strained as a whole (an NPT run's cell of a few hundred atoms fluctuates by a few tenths of a per
+#: cent). A hexagonal crystal strained by more than that in its basal plane is orthorhombic by
+#: symmetry, and no class of the model has an orthorhombic lattice.
+SYSTEM_TOLERANCE = 1e-2
+
+#: Order of the holohedry (the point group of the lattice) -> lattice system; each order is one system.
+_HOLOHEDRY_ORDERS = {48: "cubic", 24: "hexagonal", 16: "tetragonal", 12: "rhombohedral", 8: "orthorhombic",
+                     4: "monoclinic", 2: "triclinic"}
+#: The 26 integer combinations -1..1 of three basis vectors.
+_UNIT_COMBINATIONS = np.array([n for n in itertools.product((-1, 0, 1), repeat=3) if any(n)], dtype=float)
+
+
+def lattice_system(lattice: np.ndarray, tolerance: float = SYSTEM_TOLERANCE) -> str | None:
+    """The lattice system of a reduced lattice ("cubic", "hexagonal", "tetragonal", "rhombohedral",
+    "orthorhombic", "monoclinic" or "triclinic"), from the order of its metric point group.
+
+    The point group of a lattice (its holohedry) is the set of integer basis changes N with
+    det N = +-1 that keep the metric: N G N^T = G, G the Gram matrix of the basis rows. Each of the
+    seven systems has a holohedry of its own order (48, 24, 16, 12, 8, 4, 2). In a Niggli- or
+    Minkowski-reduced basis its matrices have entries -1, 0, 1 only (the search of spglib's
+    lattice symmetry and of Le Page's program), so each row of N is one of 26 combinations with the
+    length of the basis vector it maps. The metric is compared within ``tolerance``: lengths relative,
+    and the products of two vectors within 2 x ``tolerance`` x their lengths. Written here rather than
+    taken from spglib (a one-atom cell: 1-9 ms) or ASE's ``Cell.get_bravais_lattice`` (0.4-1 ms): this
+    takes ~0.1 ms, and the standard cell asks it of every structure.
+
+    Returns None when the operations found at that tolerance are not a holohedry's number (a lattice
+    near two systems at once, where the tolerance keeps some of a group's operations and not others).
+
+    Parameters
+    ----------
+    lattice : numpy.ndarray
+        3 x 3, rows are the vectors of a Niggli- or Minkowski-reduced basis (:func:`standard_orientation`).
+    tolerance : float
+        Largest relative strain (:data:`SYSTEM_TOLERANCE`).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> lattice_system(bulk("Cu", "fcc", a=3.6).cell[:]), lattice_system(bulk("Mg", "hcp", a=3.2).cell[:])
+    ('cubic', 'hexagonal')
+    >>> lattice_system(np.diag([3.0, 3.1, 4.0]))
+    'orthorhombic'
+    """
+    basis = np.asarray(lattice, dtype=float)
+    gram = basis @ basis.T
+    norms = np.sqrt(np.diag(gram))
+    allowed = 2.0 * tolerance * np.outer(norms, norms)
+    products = _UNIT_COMBINATIONS @ gram @ _UNIT_COMBINATIONS.T  # of every two of the 26 combinations
+    # the rows of N that can map basis vector k: combinations of (nearly) its length
+    rows = [np.flatnonzero(np.abs(np.diag(products) - gram[k, k]) <= allowed[k, k]) for k in range(3)]
+    # pairs of images of the first two vectors at their angle, then the third at its two angles
+    i, j = np.nonzero(np.abs(products[np.ix_(rows[0], rows[1])] - gram[0, 1]) <= allowed[0, 1])
+    i, j = rows[0][i], rows[1][j]
+    ok = ((np.abs(products[i][:, rows[2]] - gram[0, 2]) <= allowed[0, 2])
+          & (np.abs(products[j][:, rows[2]] - gram[1, 2]) <= allowed[1, 2]))
+    pair, third = np.nonzero(ok)
+    n = np.stack([_UNIT_COMBINATIONS[i[pair]], _UNIT_COMBINATIONS[j[pair]], _UNIT_COMBINATIONS[rows[2][third]]], axis=1)
+    return _HOLOHEDRY_ORDERS.get(int(np.sum(np.abs(np.abs(np.linalg.det(n)) - 1.0) < 1e-6)))
 
 
 def _fold(numbers, positions, cell, n_sites, tight=0.01) -> Atoms | None:

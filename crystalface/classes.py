@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BASIS_SITES", "CLASSES", "CUBIC_SIGNATURES", "SPACE_GROUP_CLASS", "class_of_space_group"]
+__all__ = ["BASIS_SITES", "CLASSES", "CUBIC_SIGNATURES", "LATTICE_SYSTEMS", "SPACE_GROUP_CLASS", "class_of_space_group"]
 
 #: Class names, in the order of the network's outputs.
 CLASSES: tuple[str, ...] = ("bcc", "bct139", "bct141", "diam", "fcc", "hex/rh", "sc")
@@ -48,6 +48,22 @@ CUBIC_SIGNATURES: dict[tuple[str, int], str] = {
     ("cI", 1): "bcc",
     ("cP", 1): "sc",
     ("cF", 2): "diam",
+}
+
+
+#: Class -> the lattice systems its crystals have (crystalface.cell.lattice_system): the holohedries
+#: of the eight space groups' lattices (hP of 194, hR of 166 in the rhombohedral setting, tI of 139
+#: and 141). A bct or hex/rh crystal's lattice can also be metrically cubic at special c/a or angles;
+#: there crystalface.confidence.lattice_problem judges by the basis (CUBIC_SIGNATURES). A label whose
+#: class has none of these systems on the lattice found is contradicted by it.
+LATTICE_SYSTEMS: dict[str, tuple[str, ...]] = {
+    "bcc": ("cubic",),
+    "bct139": ("tetragonal",),
+    "bct141": ("tetragonal",),
+    "diam": ("cubic",),
+    "fcc": ("cubic",),
+    "hex/rh": ("hexagonal", "rhombohedral"),
+    "sc": ("cubic",),
 }
 
 

@@ -128,7 +128,8 @@ def classify(
     confident, scores, reasons = assess_with_reasons(
         proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
         labels=[classes[int(np.argmax(p))] for p in proba], sites=[sites[i].sites for i in ok],
-        fits=[sites[i].fit for i in ok], cubic_lattices=[sites[i].cubic for i in ok])
+        fits=[sites[i].fit for i in ok], cubic_lattices=[sites[i].cubic for i in ok],
+        lattice_systems=[sites[i].system for i in ok])
     results: list[Prediction] = []
     row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok), reasons))
     for a, err in zip(structures, errors):

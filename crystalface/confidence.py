@@ -61,7 +61,7 @@ import numpy as np
 from ase import Atoms
 
 from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbour_distances, _padded_tree
-from .classes import BASIS_SITES, CUBIC_SIGNATURES
+from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS
 from .fingerprint import DF2D
 
 __all__ = [
@@ -314,8 +314,8 @@ def basis_problem(label: str, sites: int | None, fit: str | None = None) -> str 
     return f"the lattice found has {sites} sites per primitive cell; a {label} crystal has {' or '.join(map(str, allowed))}"
 
 
-def lattice_problem(label: str, sites: int | None, cubic: str | None) -> str | None:
-    """Why a label of a non-cubic class contradicts the cubic lattice the standard cell found, or None.
+def lattice_problem(label: str, sites: int | None, cubic: str | None, system: str | None = None) -> str | None:
+    """Why a label of a non-cubic class contradicts the lattice the standard cell found, or None.
 
     ``cubic`` is the Bravais type of the lattice found when it is metrically cubic
     (:func:`crystalface.cell.cubic_lattice`, ``info["cubic_lattice"]``; None where it is not, or not
@@ -324,8 +324,15 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None) -> str | N
     diamond (:data:`crystalface.classes.CUBIC_SIGNATURES`); a label of bct139, bct141 or hex/rh
     there is wrong. The lattice of a periodic input is its box divided by integers, exact however
     hot the crystal: the network has called hot diamond hex/rh and hot bcc bct139 in their MD boxes
-    (docs/reliability.md), which this check catches. Cubic labels are not judged (a strained fcc
-    crystal is fcc to a user, see docs/method.md).
+    (docs/reliability.md), which this check catches.
+
+    ``system`` is the lattice system of the lattice found (:func:`crystalface.cell.lattice_system`,
+    ``info["lattice_system"]``, within a strain of 1 %; None where not known). A bct crystal's
+    lattice is tetragonal, a hex/rh crystal's hexagonal or rhombohedral
+    (:data:`crystalface.classes.LATTICE_SYSTEMS`): on an orthorhombic lattice, say, such a label is
+    wrong (orthorhombic alpha-U and alpha-Ga, crystals of no class, come out hex/rh). A cubic lattice
+    is judged by the basis alone (above). Cubic labels are not judged (a strained fcc crystal is fcc
+    to a user, see docs/method.md).
 
     Examples
     --------
@@ -333,12 +340,18 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None) -> str | N
     'the lattice found is cubic (cF) with 2 sites per primitive cell, as in diam; a hex/rh crystal is not cubic'
     >>> lattice_problem("diam", 2, "cF") is None, lattice_problem("bct141", 2, "cI") is None
     (True, True)
+    >>> lattice_problem("hex/rh", 2, None, "orthorhombic")
+    "the lattice found is orthorhombic; a hex/rh crystal's is hexagonal or rhombohedral"
     """
     cubic_class = CUBIC_SIGNATURES.get((cubic, sites))
-    if cubic_class is None or label in CUBIC_SIGNATURES.values():
+    if label in CUBIC_SIGNATURES.values():
         return None
-    return (f"the lattice found is cubic ({cubic}) with {sites} site{'s' if sites > 1 else ''} per primitive cell, "
-            f"as in {cubic_class}; a {label} crystal is not cubic")
+    if cubic_class is not None:
+        return (f"the lattice found is cubic ({cubic}) with {sites} site{'s' if sites > 1 else ''} per primitive cell, "
+                f"as in {cubic_class}; a {label} crystal is not cubic")
+    if system is None or system == "cubic" or system in LATTICE_SYSTEMS[label]:
+        return None
+    return f"the lattice found is {system}; a {label} crystal's is {' or '.join(LATTICE_SYSTEMS[label])}"
 
 
 def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:
@@ -377,6 +390,7 @@ def assess(
     sites: Sequence[int | None] | None = None,
     fits: Sequence[str | None] | None = None,
     cubic_lattices: Sequence[str | None] | None = None,
+    lattice_systems: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
@@ -405,7 +419,11 @@ def assess(
     cubic_lattices : sequence of str, optional
         Per structure, the cubic Bravais type of the lattice found (``info["cubic_lattice"]`` of the
         standard cell, :func:`crystalface.cell.cubic_lattice`; None where it is not cubic); not
-        known when None. :func:`crystalface.cell.lattice_found` reads sites, fit and this from ``info``.
+        known when None.
+    lattice_systems : sequence of str, optional
+        Per structure, the lattice system of the lattice found (``info["lattice_system"]``,
+        :func:`crystalface.cell.lattice_system`); not known when None.
+        :func:`crystalface.cell.lattice_found` reads sites, fit, cubic type and system from ``info``.
 
     Examples
     --------
@@ -417,7 +435,7 @@ def assess(
     (True, 0.98)
     """
     confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, fits,
-                                               cubic_lattices)
+                                               cubic_lattices, lattice_systems)
     return confident, values
 
 
@@ -431,6 +449,7 @@ def assess_with_reasons(
     sites: Sequence[int | None] | None = None,
     fits: Sequence[str | None] | None = None,
     cubic_lattices: Sequence[str | None] | None = None,
+    lattice_systems: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
@@ -456,7 +475,9 @@ def assess_with_reasons(
         fits = [None] * len(sites) if fits is None else fits
         problems = [p or basis_problem(label, n, f) for p, label, n, f in zip(problems, labels, sites, fits)]
         if cubic_lattices is not None:
-            contradictions = [lattice_problem(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
+            systems = [None] * len(sites) if lattice_systems is None else lattice_systems
+            contradictions = [lattice_problem(label, n, c, system)
+                              for label, n, c, system in zip(labels, sites, cubic_lattices, systems)]
             if novelty is not None:  # the novelty does not judge a label the lattice proves
                 proven = [lattice_confirms(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
                 novelty = np.where(proven, 0.0, np.asarray(novelty, dtype=np.float64))

@@ -270,6 +270,87 @@ def test_cubic_lattice_is_found_in_any_reduced_basis_and_only_in_cubic_lattices(
     assert cubic_lattice(bulk("Mg", "hcp", a=3.21, c=5.21).cell[:]) is None
 
 
+#: A conventional basis (rows) of each of the 14 Bravais lattices, from lengths a, b, c and the
+#: monoclinic / triclinic angles, with the change to its primitive basis; and its lattice system.
+_CENTRINGS = {"P": np.eye(3), "F": 0.5 * (1 - np.eye(3)), "I": 0.5 * (1 - 2 * np.eye(3)),
+              "C": np.array([[0.5, 0.5, 0.0], [-0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])}
+_BRAVAIS = (("cP", "cubic"), ("cF", "cubic"), ("cI", "cubic"), ("tP", "tetragonal"), ("tI", "tetragonal"),
+            ("hP", "hexagonal"), ("hR", "rhombohedral"), ("oP", "orthorhombic"), ("oC", "orthorhombic"),
+            ("oI", "orthorhombic"), ("oF", "orthorhombic"), ("mP", "monoclinic"), ("mC", "monoclinic"),
+            ("aP", "triclinic"))
+
+
+def _bravais_basis(name: str, rng) -> np.ndarray:
+    # lengths apart from each other and from the ratios of higher symmetry (1, sqrt(2), sqrt(3))
+    a = rng.uniform(2.5, 4.0)
+    b, c = a * rng.uniform(1.15, 1.35), a * rng.uniform(1.6, 1.9)
+    family, centring = name[0], name[1]
+    if family == "c":
+        b = c = a
+    if family == "t":
+        b = a
+    if family == "h" and centring == "P":
+        return np.array([[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, c]])
+    if family == "h":  # rhombohedral: three vectors of length a at one angle (not 60, 90 or 109.47 degrees)
+        angle = np.radians(rng.choice([rng.uniform(40, 55), rng.uniform(65, 85), rng.uniform(95, 105)]))
+        x, y = np.cos(angle), (np.cos(angle) - np.cos(angle) ** 2) / np.sin(angle)
+        return a * np.array([[1, 0, 0], [np.cos(angle), np.sin(angle), 0], [x, y, np.sqrt(1 - x * x - y * y)]])
+    if family == "m":
+        beta = np.radians(rng.uniform(95, 100))  # c cos(beta) far from -a / 2 (a centred rectangle)
+        conventional = np.array([[a, 0, 0], [0, b, 0], [c * np.cos(beta), 0, c * np.sin(beta)]])
+        return _CENTRINGS[centring] @ conventional
+    if family == "a":
+        return np.array([[a, 0, 0], [0.3 * b, 0.95 * b, 0], [0.2 * c, -0.4 * c, 0.89 * c]])
+    return _CENTRINGS[centring] @ np.diag([a, b, c])
+
+
+@pytest.mark.filterwarnings("ignore:Set OLD_ERROR_HANDLING:DeprecationWarning")  # spglib 2.x, every call
+def test_lattice_system_is_that_of_spglib_in_any_reduced_basis():
+    """The order of the metric point group, counted over the basis changes with entries -1..1, is
+    the number of rotations spglib finds for one atom on the lattice, in whatever basis it comes."""
+    import spglib
+
+    from crystalface.cell import lattice_system, standard_orientation
+
+    rng = np.random.default_rng(1)
+    for name, system in _BRAVAIS:
+        for _ in range(12):
+            while True:
+                change = rng.integers(-2, 3, (3, 3))
+                if abs(round(np.linalg.det(change))) == 1:
+                    break
+            reduced, _ = standard_orientation(change @ _bravais_basis(name, rng) @ _random_rotation(rng))
+            assert lattice_system(reduced) == system, name
+            rotations = spglib.get_symmetry((reduced, [[0.0, 0.0, 0.0]], [1]), symprec=1e-5)["rotations"]
+            assert {48: "cubic", 24: "hexagonal", 16: "tetragonal", 12: "rhombohedral", 8: "orthorhombic",
+                    4: "monoclinic", 2: "triclinic"}[len(rotations)] == system
+
+
+def test_lattice_system_allows_a_strain_of_one_percent():
+    from crystalface.cell import SYSTEM_TOLERANCE, lattice_system, standard_orientation
+
+    hexagonal = bulk("Mg", "hcp", a=3.21, c=5.21).cell[:]
+    for strain, system in ((0.3, "hexagonal"), (0.8, "hexagonal"), (1.5, "orthorhombic"), (3.0, "orthorhombic")):
+        basal = np.diag([1.0 + strain * SYSTEM_TOLERANCE, 1.0, 1.0])  # along a: the basal plane loses its 3-fold axis
+        assert lattice_system(standard_orientation(hexagonal @ basal)[0]) == system, strain
+    assert lattice_system(np.diag([3.0, 3.0, 3.0 * (1 + 0.5 * SYSTEM_TOLERANCE)])) == "cubic"
+    assert lattice_system(np.diag([3.0, 3.0, 3.0 * (1 + 2 * SYSTEM_TOLERANCE)])) == "tetragonal"
+
+
+@pytest.mark.parametrize("name, system", [("basecorthAlphaU_U_A_oC4_63_c.in", "orthorhombic"),
+                                          ("basecorthAlphaGa_Ga_A_oC8_64_f.in", "orthorhombic"),
+                                          ("hcp_Mg_A_hP2_194_c.in", "hexagonal"),
+                                          ("rhombAlphaAs_As_A_hR2_166_c.in", "rhombohedral"),
+                                          ("bctBetaSn_Sn_A_tI4_141_a.in", "tetragonal")])
+def test_standard_cell_names_the_lattice_system_exact_or_defective(data_dir, name, system):
+    from crystalface.cell import lattice_found
+
+    crystal = read_aims(data_dir / "prototypes" / name)
+    defective = displace(vacancies(rotated(crystal.repeat(4), 7), 0.2, seed=1), sigma=0.05, seed=2)
+    for atoms in (crystal, defective):
+        assert lattice_found(standard_cell(atoms).info).system == system
+
+
 def _random_rotation(rng) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, fcc111
+from conftest import read_aims, rotated
 
 from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, basis_problem, bragg_fraction, domain_problem,
                                    lattice_confirms, lattice_problem, vacuum_fraction)
@@ -135,6 +136,34 @@ def test_lattice_problem_judges_non_cubic_labels_on_the_lattices_and_sites_of_cu
     assert lattice_problem("bct141", 2, "cI") is None and lattice_problem("hex/rh", 2, "cP") is None
     assert lattice_problem("hex/rh", 3, "cF") is None and lattice_problem("hex/rh", 1, None) is None
     assert lattice_problem("hex/rh", None, "cF") is None
+
+
+def test_lattice_problem_judges_bct_and_hex_rh_labels_on_a_lattice_of_another_system():
+    assert lattice_problem("hex/rh", 2, None, "orthorhombic") == (
+        "the lattice found is orthorhombic; a hex/rh crystal's is hexagonal or rhombohedral")
+    assert lattice_problem("bct139", 1, None, "hexagonal") == "the lattice found is hexagonal; a bct139 crystal's is tetragonal"
+    assert lattice_problem("bct141", 2, None, "monoclinic") == "the lattice found is monoclinic; a bct141 crystal's is tetragonal"
+    for label, system in (("hex/rh", "hexagonal"), ("hex/rh", "rhombohedral"), ("bct139", "tetragonal"),
+                          ("bct141", "tetragonal"), ("hex/rh", None)):
+        assert lattice_problem(label, 2, None, system) is None
+    # a cubic system is judged by the basis alone (an hR1 lattice near 90 degrees with two sites is not sc)
+    assert lattice_problem("hex/rh", 2, None, "cubic") is None
+    assert lattice_problem("hex/rh", 1, "cP", "cubic") == lattice_problem("hex/rh", 1, "cP")
+    for label in ("fcc", "bcc", "sc", "diam"):  # cubic labels are not judged
+        assert lattice_problem(label, 1, None, "orthorhombic") is None
+
+
+@pytest.mark.parametrize("name", ["basecorthAlphaU_U_A_oC4_63_c.in", "basecorthAlphaGa_Ga_A_oC8_64_f.in"])
+def test_an_orthorhombic_crystal_called_hex_rh_is_not_confident(data_dir, name):
+    """alpha-U and alpha-Ga are of no class; the network calls them hex/rh with P = 0.81 and 0.57,
+    confidently before 0.1.7. Their lattices are orthorhombic (alpha-Ga's 1.6 % from hexagonal)."""
+    from crystalface import classify
+
+    crystal = read_aims(data_dir / "prototypes" / name)
+    for atoms in (crystal, rotated(crystal.repeat(3), 11)):
+        prediction = classify(atoms)
+        assert prediction.label == "hex/rh" and not prediction.confident and prediction.score == 0.0
+        assert prediction.reason == lattice_problem("hex/rh", None, None, "orthorhombic")
 
 
 def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_else_sank_it():
