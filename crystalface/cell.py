@@ -310,21 +310,61 @@ def _neighbour_distances(positions: np.ndarray, cell: np.ndarray, query: np.ndar
     return d, tree
 
 
-def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
-    """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``.
+class _Neighbours(NamedTuple):
+    """What :func:`_neighbours` finds of a periodic structure in a Minkowski-reduced cell."""
+
+    distance: float  #: median nearest-neighbour distance (Å) over up to 64 atoms (:func:`_scored_atoms`)
+    tree: cKDTree  #: the atoms and their images within ``margin`` of the cell
+    margin: float  #: Å; the tree answers every distance up to it exactly
+    positions: np.ndarray  #: Cartesian positions wrapped into the cell
+
+
+def _neighbours(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
+    """The typical nearest-neighbour distance of a periodic structure and the tree that found it.
 
     The nearest neighbour of an atom in a reduced cell lies in the cell or one of its 26 neighbours;
     a tree of the images within 1.5 mean spacings (V / N)^(1/3) of the cell finds it whenever it is
     that close (almost always: the nearest neighbour is at most ~1.1 spacings away in the crystals
     we classify), and all 26 neighbouring cells are searched otherwise.
+
+    The answers for the last 256 structures of up to :data:`_REMEMBERED_ATOMS` atoms are remembered
+    by the exact bytes of ``positions`` and ``cell``: the standard cell asks for the distance, and
+    the vacuum check of the confidence step (:func:`crystalface.confidence.vacuum_fraction`, after a
+    whole chunk of structures went through the network) for both, of the same input.
     """
+    positions = np.ascontiguousarray(positions, dtype=float)
+    cell = np.ascontiguousarray(cell, dtype=float)
+    if len(positions) > _REMEMBERED_ATOMS:
+        return _neighbours_of(positions, cell)
+    return _neighbours_bytes(positions.tobytes(), cell.tobytes())
+
+
+#: Structures of more atoms are not remembered by :func:`_neighbours`: 256 trees of up to ~4000
+#: images each take up to ~40 MB (~8 MB for the ~280-atom supercells of benchmarks/throughput.py).
+_REMEMBERED_ATOMS = 1024
+#: Padding of the tree of :func:`_neighbours`, in mean spacings (V / N)^(1/3): every distance a bulk
+#: crystal asks for is shorter. Any value gives the same answers, only slower or faster.
+_NEIGHBOUR_SPACINGS = 1.5
+
+
+@lru_cache(maxsize=256)
+def _neighbours_bytes(positions_bytes: bytes, cell_bytes: bytes) -> _Neighbours:
+    return _neighbours_of(np.frombuffer(positions_bytes).reshape(-1, 3), np.frombuffer(cell_bytes).reshape(3, 3))
+
+
+def _neighbours_of(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
     wrapped = _wrap(positions @ np.linalg.inv(cell)) @ cell
-    margin = 1.5 * (abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3)
-    d = _neighbour_distances(wrapped, cell, wrapped[_scored_atoms(len(wrapped))], margin)[0]
+    spacing = (abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3)
+    margin = _NEIGHBOUR_SPACINGS * spacing
+    d, tree = _neighbour_distances(wrapped, cell, wrapped[_scored_atoms(len(wrapped))], margin)
     d = d[d > 1e-8]
-    if len(d) == 0:
-        return float((abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3))
-    return float(np.median(d))
+    return _Neighbours(float(np.median(d)) if len(d) else float(spacing), tree, margin, wrapped)
+
+
+def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
+    """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``
+    (over up to 64 atoms; the mean spacing (V / N)^(1/3) where all atoms sit on one spot): :func:`_neighbours`."""
+    return _neighbours(positions, cell).distance
 
 
 def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:

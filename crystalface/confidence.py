@@ -60,7 +60,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbour_distances, _padded_tree
+from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbours, _padded_tree
 from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS
 from .fingerprint import DF2D
 
@@ -87,9 +87,6 @@ NOVELTY_LIMIT = 2.0
 VACUUM_DISTANCE = 2.0
 #: Largest fraction of the cell volume allowed farther than VACUUM_DISTANCE from every atom.
 MAX_VACUUM = 0.01
-#: Padding of the first KD-tree of :func:`vacuum_fraction`, in mean spacings (V / N)^(1/3): every
-#: distance a bulk crystal asks for is shorter. Any value gives the same answer, only slower or faster.
-_FIRST_TREE_SPACINGS = 1.5
 
 
 def bragg_fraction(images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
@@ -184,8 +181,9 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     Estimated on ``n_points`` fixed random points of the cell (Monte Carlo; the same points for the
     same ``seed``). Bulk crystals, with or without vacancies or noise, have none (the largest hole of
     the seven classes, in diamond, is one nearest-neighbour distance); a slab, a molecule or an atom
-    in a box has a lot. The nearest-neighbour distance is the median, over up to 256 atoms, of each
-    atom's distance to its nearest neighbour.
+    in a box has a lot. The nearest-neighbour distance is the median, over up to 64 atoms (a fixed
+    random subset of a larger structure), of each atom's distance to its nearest neighbour: the one
+    the standard cell measured (:func:`crystalface.cell.standard_cell`), whose tree this reuses.
 
     Parameters
     ----------
@@ -206,25 +204,22 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     True
     """
     cell = _minkowski_reduced(atoms.cell[:])
-    frac = atoms.positions @ np.linalg.inv(cell)
-    positions = (frac - np.floor(frac)) @ cell
-    # A tree of the atoms within `margin` of the cell gives every distance up to `margin` exactly. In
-    # a bulk crystal every atom's nearest neighbour and every point's nearest atom are that close
-    # (the mean spacing (V / N)^(1/3) is ~1 nearest-neighbour distance): one small tree settles all.
-    # Only what it leaves open (an atom or a point with nothing within `margin`: vacuum) is looked
-    # up again in a tree padded as far as needed, so the answer is that of the full periodic search.
-    spacing = (abs(np.linalg.det(cell)) / len(atoms)) ** (1 / 3)
-    margin = _FIRST_TREE_SPACINGS * spacing
-    nn, tree = _neighbour_distances(positions, cell, positions[:: max(1, len(atoms) // 256)], margin)
-    limit = distance * float(np.median(nn))
+    # The standard cell found the nearest-neighbour distance with a tree of the atoms within 1.5
+    # mean spacings of the cell (crystalface.cell._neighbours, remembered): that tree gives every
+    # distance up to its margin exactly. In a bulk crystal every point's nearest atom is that close
+    # (the mean spacing is ~1 nearest-neighbour distance): one small tree settles all. Only the
+    # points it leaves open (nothing within the margin: vacuum) are looked up again in a tree padded
+    # as far as needed, so the answer is that of the full periodic search.
+    neighbours = _neighbours(atoms.positions, cell)
+    limit = distance * neighbours.distance
     points = _unit_points(n_points, seed) @ cell
     # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
-    # distance found is an upper bound of the true one (exact up to `margin`), so a point with an
+    # distance found is an upper bound of the true one (exact up to the margin), so a point with an
     # atom found within the limit has one; a point without is open only when the limit is beyond the margin
-    d = tree.query(points, k=1, distance_upper_bound=limit)[0]
+    d = neighbours.tree.query(points, k=1, distance_upper_bound=limit)[0]
     far = d > limit
-    if limit > margin and np.any(far):
-        d_far = _padded_tree(positions, cell, limit).query(points[far], k=1, distance_upper_bound=limit)[0]
+    if limit > neighbours.margin and np.any(far):
+        d_far = _padded_tree(neighbours.positions, cell, limit).query(points[far], k=1, distance_upper_bound=limit)[0]
         far[far] = d_far > limit
     return float(np.mean(far))
 

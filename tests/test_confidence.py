@@ -54,18 +54,35 @@ def test_vacuum_fraction_tells_bulk_from_a_slab_whatever_the_cell_given():
     assert domain_problem(cu) is None and "vacuum" in domain_problem(slab)
 
 
+def test_the_vacuum_check_reuses_the_neighbours_the_standard_cell_measured():
+    """classify() runs the standard cell of a whole chunk, then the network, then the vacuum check:
+    the tree and the nearest-neighbour distance of each input are looked up, not built again."""
+    from crystalface import standard_cell
+    from crystalface.cell import _neighbours_bytes
+
+    structures = [rotated(bulk(name, kind, a=a, cubic=True).repeat(3), seed)
+                  for seed, (name, kind, a) in enumerate([("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43)])]
+    cells = [standard_cell(a) for a in structures]
+    before = _neighbours_bytes.cache_info()
+    values = [vacuum_fraction(a) for a in structures]
+    after = _neighbours_bytes.cache_info()
+    assert values == [0.0] * 3 and (after.hits - before.hits, after.misses - before.misses) == (3, 0)
+    assert [len(c) for c in cells] == [1, 1, 2]
+
+
 def _vacuum_by_brute_force(atoms, distance=2.0, n_points=512, seed=0) -> float:
     """The definition, the slow way: distances to every atom's images in the 5 x 5 x 5 neighbouring cells."""
     from ase.geometry import minkowski_reduce
+
+    from crystalface.cell import _scored_atoms
 
     cell = minkowski_reduce(atoms.cell[:])[0]
     frac = atoms.positions @ np.linalg.inv(cell)
     positions = (frac - np.floor(frac)) @ cell
     shifts = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)]) @ cell
     images = (positions[None] + shifts[:, None]).reshape(-1, 3)
-    step = max(1, len(atoms) // 256)
-    d = np.linalg.norm(positions[::step, None] - images[None], axis=2)
-    nn = np.sort(d, axis=1)[:, 1]
+    d = np.linalg.norm(positions[_scored_atoms(len(atoms)), None] - images[None], axis=2)
+    nn = np.sort(d, axis=1)[:, 1]  # up to 64 atoms, the standard cell's (a fixed random subset)
     points = np.random.default_rng(seed).random((n_points, 3)) @ cell
     nearest = np.linalg.norm(points[:, None] - images[None], axis=2).min(axis=1)
     return float(np.mean(nearest > distance * np.median(nn)))
@@ -73,9 +90,10 @@ def _vacuum_by_brute_force(atoms, distance=2.0, n_points=512, seed=0) -> float:
 
 @pytest.mark.parametrize("padding", [1.5, 0.0])  # the default, and no padding: much is left open to the second trees
 def test_vacuum_fraction_is_the_full_periodic_search(monkeypatch, padding):
-    from crystalface import confidence
+    from crystalface import cell
 
-    monkeypatch.setattr(confidence, "_FIRST_TREE_SPACINGS", padding)
+    monkeypatch.setattr(cell, "_NEIGHBOUR_SPACINGS", padding)
+    cell._neighbours_bytes.cache_clear()  # trees remembered with the other padding
     # bulk (settled by the small tree), slabs and a wire, a few atoms in a box (the nearest-neighbour
     # distance itself beyond the small tree), a crystal with a hole (points left open by the small tree)
     from ase.build import fcc100, molecule
@@ -99,6 +117,7 @@ def test_vacuum_fraction_is_the_full_periodic_search(monkeypatch, padding):
     values = [vacuum_fraction(a) for a in structures]
     assert values[0] == 0.0 and all(v > 0.01 for v in values[1:])
     assert values == [_vacuum_by_brute_force(a) for a in structures]
+    cell._neighbours_bytes.cache_clear()  # not to hand later tests trees of this padding
 
 
 def test_basis_problem_judges_only_counts_a_class_could_have():
