@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["BASIS_SITES", "CLASSES", "CUBIC_SIGNATURES", "LATTICE_SYSTEMS", "SPACE_GROUP_CLASS", "class_of_space_group"]
+__all__ = ["BASIS_SITES", "CLASSES", "CUBIC_SIGNATURES", "LATTICE_SYSTEMS", "SPACE_GROUP_CLASS", "SYSTEM_SITES",
+           "class_of_space_group"]
 
 #: Class names, in the order of the network's outputs.
 CLASSES: tuple[str, ...] = ("bcc", "bct139", "bct141", "diam", "fcc", "hex/rh", "sc")
@@ -64,6 +65,17 @@ LATTICE_SYSTEMS: dict[str, tuple[str, ...]] = {
     "fcc": ("cubic",),
     "hex/rh": ("hexagonal", "rhombohedral"),
     "sc": ("cubic",),
+}
+
+
+#: (class, lattice system) -> the site counts of BASIS_SITES its crystals can have on a lattice of
+#: that system, where they are fewer. Every Wyckoff position of P6_3/mmc (194) has an even
+#: multiplicity, so an elemental hex/rh crystal on a hexagonal lattice has two or four sites (hcp;
+#: dhcp, lonsdaleite, graphite); one or three only on a rhombohedral lattice (R-3m: alpha-Hg and
+#: beta-Po 1, alpha-Sm 3). Three sites on a hexagonal lattice are gamma-Se (P3_121), one simple
+#: hexagonal (P6/mmm): crystals of no class. crystalface.confidence.lattice_problem judges it.
+SYSTEM_SITES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("hex/rh", "hexagonal"): (2, 4),
 }
 
 

@@ -61,7 +61,7 @@ import numpy as np
 from ase import Atoms
 
 from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbours, _padded_tree
-from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS
+from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS, SYSTEM_SITES
 from .fingerprint import DF2D
 
 __all__ = [
@@ -325,9 +325,11 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None, system: st
     ``info["lattice_system"]``, within a strain of 1 %; None where not known). A bct crystal's
     lattice is tetragonal, a hex/rh crystal's hexagonal or rhombohedral
     (:data:`crystalface.classes.LATTICE_SYSTEMS`): on an orthorhombic lattice, say, such a label is
-    wrong (orthorhombic alpha-U and alpha-Ga, crystals of no class, come out hex/rh). A cubic lattice
-    is judged by the basis alone (above). Cubic labels are not judged (a strained fcc crystal is fcc
-    to a user, see docs/method.md).
+    wrong (orthorhombic alpha-U and alpha-Ga, crystals of no class, come out hex/rh); so is hex/rh
+    with one or three sites on a hexagonal lattice, where P6_3/mmc has an even number
+    (:data:`crystalface.classes.SYSTEM_SITES`; gamma-Se, three sites). A cubic lattice is judged by
+    the basis alone (above). Cubic labels are not judged (a strained fcc crystal is fcc to a user, see
+    docs/method.md).
 
     Examples
     --------
@@ -337,6 +339,8 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None, system: st
     (True, True)
     >>> lattice_problem("hex/rh", 2, None, "orthorhombic")
     "the lattice found is orthorhombic; a hex/rh crystal's is hexagonal or rhombohedral"
+    >>> lattice_problem("hex/rh", 3, None, "hexagonal"), lattice_problem("hex/rh", 3, None, "rhombohedral")
+    ('the lattice found is hexagonal with 3 sites per primitive cell; a hex/rh crystal on a hexagonal lattice has 2 or 4', None)
     """
     cubic_class = CUBIC_SIGNATURES.get((cubic, sites))
     if label in CUBIC_SIGNATURES.values():
@@ -344,9 +348,15 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None, system: st
     if cubic_class is not None:
         return (f"the lattice found is cubic ({cubic}) with {sites} site{'s' if sites > 1 else ''} per primitive cell, "
                 f"as in {cubic_class}; a {label} crystal is not cubic")
-    if system is None or system == "cubic" or system in LATTICE_SYSTEMS[label]:
+    if system is None or system == "cubic":
         return None
-    return f"the lattice found is {system}; a {label} crystal's is {' or '.join(LATTICE_SYSTEMS[label])}"
+    if system not in LATTICE_SYSTEMS[label]:
+        return f"the lattice found is {system}; a {label} crystal's is {' or '.join(LATTICE_SYSTEMS[label])}"
+    counts = SYSTEM_SITES.get((label, system))
+    if counts is not None and sites is not None and sites <= _MOST_BASIS_SITES and sites not in counts:
+        return (f"the lattice found is {system} with {sites} site{'s' if sites > 1 else ''} per primitive cell; "
+                f"a {label} crystal on a {system} lattice has {' or '.join(map(str, counts))}")
+    return None
 
 
 def lattice_confirms(label: str, sites: int | None, cubic: str | None) -> bool:

@@ -170,19 +170,30 @@ def test_lattice_problem_judges_bct_and_hex_rh_labels_on_a_lattice_of_another_sy
     assert lattice_problem("hex/rh", 1, "cP", "cubic") == lattice_problem("hex/rh", 1, "cP")
     for label in ("fcc", "bcc", "sc", "diam"):  # cubic labels are not judged
         assert lattice_problem(label, 1, None, "orthorhombic") is None
+    # P6_3/mmc has only even multiplicities: one or three sites on a hexagonal lattice are no hex/rh crystal
+    for sites in (1, 3):
+        assert lattice_problem("hex/rh", sites, None, "hexagonal") == (
+            f"the lattice found is hexagonal with {sites} site{'s' if sites > 1 else ''} per primitive cell; "
+            "a hex/rh crystal on a hexagonal lattice has 2 or 4")
+        assert lattice_problem("hex/rh", sites, None, "rhombohedral") is None  # hR1, alpha-Sm
+    for sites in (2, 4, None, 5, 12):  # hcp, dhcp; unknown; more than any class has (the basis check's)
+        assert lattice_problem("hex/rh", sites, None, "hexagonal") is None
 
 
-@pytest.mark.parametrize("name", ["basecorthAlphaU_U_A_oC4_63_c.in", "basecorthAlphaGa_Ga_A_oC8_64_f.in"])
-def test_an_orthorhombic_crystal_called_hex_rh_is_not_confident(data_dir, name):
-    """alpha-U and alpha-Ga are of no class; the network calls them hex/rh with P = 0.81 and 0.57,
-    confidently before 0.1.7. Their lattices are orthorhombic (alpha-Ga's 1.6 % from hexagonal)."""
+@pytest.mark.parametrize("name, sites, system", [("basecorthAlphaU_U_A_oC4_63_c.in", None, "orthorhombic"),
+                                                  ("basecorthAlphaGa_Ga_A_oC8_64_f.in", None, "orthorhombic"),
+                                                  ("trihex_gammaSe_A_hP3_152_a.in", 3, "hexagonal")])
+def test_a_crystal_of_no_class_called_hex_rh_on_a_lattice_it_cannot_have_is_not_confident(data_dir, name, sites, system):
+    """alpha-U, alpha-Ga and gamma-Se are of no class; the network calls them hex/rh with P = 0.81,
+    0.57 and 0.87, confidently before 0.1.7. The lattices of the first two are orthorhombic (alpha-Ga's
+    1.6 % from hexagonal); gamma-Se has three sites on a hexagonal lattice, which P6_3/mmc cannot."""
     from crystalface import classify
 
     crystal = read_aims(data_dir / "prototypes" / name)
     for atoms in (crystal, rotated(crystal.repeat(3), 11)):
         prediction = classify(atoms)
         assert prediction.label == "hex/rh" and not prediction.confident and prediction.score == 0.0
-        assert prediction.reason == lattice_problem("hex/rh", None, None, "orthorhombic")
+        assert prediction.reason == lattice_problem("hex/rh", sites, None, system)
 
 
 def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_else_sank_it():
