@@ -120,16 +120,14 @@ def classify(
         from .model import load_model
 
         model = load_model()
-    images, errors, sites = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
+    images, errors, lattices = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)
     ok = [i for i, e in enumerate(errors) if e is None]
     proba, novelty = model.predict(images[ok]) if ok else (np.zeros((0, len(model.classes))), None)
     classes = model.classes
     confident, scores, reasons = assess_with_reasons(
         proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
-        labels=[classes[int(np.argmax(p))] for p in proba], sites=[sites[i].sites for i in ok],
-        fits=[sites[i].fit for i in ok], cubic_lattices=[sites[i].cubic for i in ok],
-        lattice_systems=[sites[i].system for i in ok])
+        labels=[classes[int(np.argmax(p))] for p in proba], lattices=[lattices[i] for i in ok])
     results: list[Prediction] = []
     row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok), reasons))
     for a, err in zip(structures, errors):

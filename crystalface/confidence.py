@@ -60,7 +60,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .cell import _MAX_SITES, LATTICE_FITS, _minkowski_reduced, _neighbours, _padded_tree
+from .cell import _MAX_SITES, LATTICE_FITS, LatticeFound, _minkowski_reduced, _neighbours, _padded_tree
 from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS, SYSTEM_SITES
 from .fingerprint import DF2D
 
@@ -392,10 +392,7 @@ def assess(
     params: DF2D = DF2D(),
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
-    sites: Sequence[int | None] | None = None,
-    fits: Sequence[str | None] | None = None,
-    cubic_lattices: Sequence[str | None] | None = None,
-    lattice_systems: Sequence[str | None] | None = None,
+    lattices: Sequence[LatticeFound] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(confident, score)`` of each prediction: the flag and the number reported with every label.
 
@@ -415,20 +412,14 @@ def assess(
         Descriptor parameters of the fingerprints.
     novelty : numpy.ndarray, optional
         (B,) :meth:`crystalface.model.Model.novelty` of the fingerprints; not used when None.
-    labels, sites : sequence, optional
-        The B predicted class names and the sites per primitive cell of each structure's standard
-        cell (``info["sites"]``, None where unknown); the basis is not judged when either is None.
-    fits : sequence of str, optional
-        Per structure, how the lattice found fits its atoms (:func:`crystalface.cell.lattice_fit`
-        of the standard cell's ``info``; see :func:`basis_problem`); not known when None.
-    cubic_lattices : sequence of str, optional
-        Per structure, the cubic Bravais type of the lattice found (``info["cubic_lattice"]`` of the
-        standard cell, :func:`crystalface.cell.cubic_lattice`; None where it is not cubic); not
-        known when None.
-    lattice_systems : sequence of str, optional
-        Per structure, the lattice system of the lattice found (``info["lattice_system"]``,
-        :func:`crystalface.cell.lattice_system`); not known when None.
-        :func:`crystalface.cell.lattice_found` reads sites, fit, cubic type and system from ``info``.
+    labels : sequence of str, optional
+        The B predicted class names.
+    lattices : sequence of crystalface.cell.LatticeFound, optional
+        Per structure, what its standard cell found of its lattice (:func:`crystalface.cell.lattice_found`
+        of the standard cell's ``info``; ``compute_fingerprints(..., return_sites=True)`` gives them):
+        the sites per primitive cell, how the lattice fits the atoms, its cubic type and its lattice
+        system, each None where not known. With ``labels``, they are judged by :func:`basis_problem`,
+        :func:`lattice_problem` and :func:`lattice_confirms`; without either, none of them is.
 
     Examples
     --------
@@ -439,8 +430,7 @@ def assess(
     >>> bool(confident[0]), round(float(value[0]), 2)
     (True, 0.98)
     """
-    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, sites, fits,
-                                               cubic_lattices, lattice_systems)
+    confident, values, _ = assess_with_reasons(probabilities, images, structures, params, novelty, labels, lattices)
     return confident, values
 
 
@@ -451,10 +441,7 @@ def assess_with_reasons(
     params: DF2D = DF2D(),
     novelty: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
-    sites: Sequence[int | None] | None = None,
-    fits: Sequence[str | None] | None = None,
-    cubic_lattices: Sequence[str | None] | None = None,
-    lattice_systems: Sequence[str | None] | None = None,
+    lattices: Sequence[LatticeFound] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """:func:`assess`, and for each prediction that is not confident the main reason, in one line (None when confident).
 
@@ -476,16 +463,12 @@ def assess_with_reasons(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     problems = [domain_problem(a) for a in structures]
     contradictions: list[str | None] = [None] * len(structures)
-    if labels is not None and sites is not None:
-        fits = [None] * len(sites) if fits is None else fits
-        problems = [p or basis_problem(label, n, f) for p, label, n, f in zip(problems, labels, sites, fits)]
-        if cubic_lattices is not None:
-            systems = [None] * len(sites) if lattice_systems is None else lattice_systems
-            contradictions = [lattice_problem(label, n, c, system)
-                              for label, n, c, system in zip(labels, sites, cubic_lattices, systems)]
-            if novelty is not None:  # the novelty does not judge a label the lattice proves
-                proven = [lattice_confirms(label, n, c) for label, n, c in zip(labels, sites, cubic_lattices)]
-                novelty = np.where(proven, 0.0, np.asarray(novelty, dtype=np.float64))
+    if labels is not None and lattices is not None:
+        problems = [p or basis_problem(label, f.sites, f.fit) for p, label, f in zip(problems, labels, lattices)]
+        contradictions = [lattice_problem(label, f.sites, f.cubic, f.system) for label, f in zip(labels, lattices)]
+        if novelty is not None:  # the novelty does not judge a label the lattice proves
+            proven = [lattice_confirms(label, f.sites, f.cubic) for label, f in zip(labels, lattices)]
+            novelty = np.where(proven, 0.0, np.asarray(novelty, dtype=np.float64))
     values = score(probabilities, images, params, novelty)
     values = np.where([p is not None or c is not None for p, c in zip(problems, contradictions)], 0.0, values)
     confident = values >= THRESHOLD

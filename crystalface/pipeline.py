@@ -164,12 +164,13 @@ def compute_fingerprints(
     progress : bool
         Show a progress bar.
     return_sites : bool
-        Also return, per structure, the :class:`crystalface.cell.LatticeFound` ``(sites, fit, cubic)``
-        of its standard cell: the sites per primitive cell (``info["sites"]`` of
+        Also return, per structure, the :class:`crystalface.cell.LatticeFound` ``(sites, fit, cubic,
+        system)`` of its standard cell: the sites per primitive cell (``info["sites"]`` of
         :func:`crystalface.cell.standard_cell`; None where unknown or failed), how the lattice found
         fits the atoms (:func:`crystalface.cell.lattice_fit`: "exact", "sites" or "none"; None where
-        failed) and its cubic Bravais type (None where not cubic), as
-        :func:`crystalface.confidence.assess` takes them.
+        failed), its cubic Bravais type (None where not cubic) and its lattice system
+        (:func:`crystalface.cell.lattice_system`), as :func:`crystalface.confidence.assess` takes them
+        (``lattices=``).
 
     Returns
     -------

@@ -10,6 +10,7 @@ from conftest import read_aims, rotated
 
 from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, basis_problem, bragg_fraction, domain_problem,
                                    lattice_confirms, lattice_problem, vacuum_fraction)
+from crystalface.cell import LatticeFound
 from crystalface.fingerprint import DF2D
 
 
@@ -204,13 +205,15 @@ def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_els
     speckle = np.random.default_rng(0).random(crystal.shape).astype(np.float32)  # no Bragg spots
     images = np.stack([crystal, crystal, speckle])
     proba = np.array([[0.02, 0.98], [0.02, 0.98], [0.02, 0.98]])
-    confident, values, reasons = assess_with_reasons(proba, images, [cu] * 3, labels=["hex/rh"] * 3, sites=[1] * 3,
-                                                     fits=["exact"] * 3, cubic_lattices=["cF", None, "cF"])
+    lattices = [LatticeFound(1, "exact", cubic) for cubic in ("cF", None, "cF")]
+    confident, values, reasons = assess_with_reasons(proba, images, [cu] * 3, labels=["hex/rh"] * 3, lattices=lattices)
     assert confident.tolist() == [False, True, False] and values[0] == 0 and values[2] == 0
     assert reasons[0] == lattice_problem("hex/rh", 1, "cF") and reasons[1] is None
     assert reasons[2].startswith("weak Bragg peaks")  # molten first, whatever the lattice says
-    # without the lattices (or without labels and sites), nothing is judged
-    assert assess(proba[:1], images[:1], [cu], labels=["hex/rh"], sites=[1])[0][0]
+    # where the cubic type is not known (or without labels and lattices), nothing is judged
+    assert assess(proba[:1], images[:1], [cu], labels=["hex/rh"], lattices=[LatticeFound(1)])[0][0]
+    assert assess(proba[:1], images[:1], [cu], labels=["hex/rh"])[0][0]
+    assert assess(proba[:1], images[:1], [cu], lattices=lattices[:1])[0][0]
 
 
 def test_a_label_the_lattice_proves_keeps_its_confidence_whatever_the_novelty():
@@ -224,12 +227,12 @@ def test_a_label_the_lattice_proves_keeps_its_confidence_whatever_the_novelty():
     proba = np.repeat(np.array([[0.02, 0.98]]), 4, axis=0)
     novelty = np.full(4, 2.5)
     confident, values, reasons = assess_with_reasons(
-        proba, images, [cu] * 4, novelty=novelty, labels=["fcc", "fcc", "fcc", "diam"], sites=[1, 1, None, 2],
-        fits=["exact", "exact", None, "exact"], cubic_lattices=["cF", "cI", None, "cF"])
+        proba, images, [cu] * 4, novelty=novelty, labels=["fcc", "fcc", "fcc", "diam"],
+        lattices=[LatticeFound(1, "exact", "cF"), LatticeFound(1, "exact", "cI"), LatticeFound(), LatticeFound(2, "exact", "cF")])
     assert confident.tolist() == [True, False, False, False] and values[0] > 0.9
     assert reasons[0] is None and all(r.startswith("novelty 2.50 above 2") for r in reasons[1:])
-    # the novelty limit holds where the lattices are not given
-    assert not assess(proba[:1], images[:1], [cu], novelty=novelty[:1], labels=["fcc"], sites=[1])[0][0]
+    # the novelty limit holds where the cubic type is not known
+    assert not assess(proba[:1], images[:1], [cu], novelty=novelty[:1], labels=["fcc"], lattices=[LatticeFound(1)])[0][0]
 
 
 def test_hot_bcc_far_from_the_training_crystals_is_confident_on_its_cubic_lattice():
@@ -357,14 +360,14 @@ def test_assess_zeroes_the_score_of_a_label_its_basis_contradicts():
     image = Descriptor()(cu)[None]
     proba = np.array([[0.02, 0.98]])
     assert assess(proba, image, [cu])[1][0] > 0.9
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[1])[1][0] > 0.9
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[None])[1][0] > 0.9
-    confident, value = assess(proba, image, [cu], labels=["fcc"], sites=[2])
+    assert assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound(1)])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound()])[1][0] > 0.9
+    confident, value = assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound(2)])
     assert not confident[0] and value[0] == 0
     # eight sites: not judged on a lattice that may be coarser than the crystal's, judged when exact
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], fits=["sites"])[1][0] > 0.9
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[8], fits=["exact"])[1][0] == 0
-    assert assess(proba, image, [cu], labels=["fcc"], sites=[None], fits=["none"])[1][0] == 0
+    assert assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound(8, "sites")])[1][0] > 0.9
+    assert assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound(8, "exact")])[1][0] == 0
+    assert assess(proba, image, [cu], labels=["fcc"], lattices=[LatticeFound(None, "none")])[1][0] == 0
 
 
 def test_doubts_name_the_factor_that_sank_the_score():
