@@ -1022,7 +1022,7 @@ def lattice_system(lattice: np.ndarray, tolerance: float = SYSTEM_TOLERANCE) -> 
     length of the basis vector it maps. The metric is compared within ``tolerance``: lengths relative,
     and the products of two vectors within 2 x ``tolerance`` x their lengths. Written here rather than
     taken from spglib (a one-atom cell: 1-9 ms) or ASE's ``Cell.get_bravais_lattice`` (0.4-1 ms): this
-    takes ~0.1 ms, and the standard cell asks it of every structure.
+    takes ~60 µs, and the standard cell asks it of every structure.
 
     Returns None when the operations found at that tolerance are not a holohedry's number (a lattice
     near two systems at once, where the tolerance keeps some of a group's operations and not others).
