@@ -8,9 +8,9 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 from conftest import read_aims, rotated
 
+from crystalface.cell import LatticeFound
 from crystalface.confidence import (TOP_PIXELS, assess, assess_with_reasons, basis_problem, bragg_fraction, domain_problem,
                                    lattice_confirms, lattice_problem, vacuum_fraction)
-from crystalface.cell import LatticeFound
 from crystalface.fingerprint import DF2D
 
 
