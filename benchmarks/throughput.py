@@ -6,8 +6,8 @@ Structures: random pristine prototype structures (crystalface.dataset, seed 4000
 training seed 0) as randomly rotated ~256-atom periodic supercells; half pristine, half with 10 %
 vacancies and 0.02 Å Gaussian displacements. They are written to one extended-XYZ file, and the
 end-to-end time is file on disk -> label. Per-step times come from a single-process pass over the
-same structures, chunk by chunk as a worker runs them (crystalface.batch.CHUNK: the confidence step
-of a chunk reuses what its standard cells measured); the end-to-end rate uses crystalface.batch.classify_files (what
+same structures, chunk by chunk as a worker runs them (crystalface.batch.CHUNK; the vacuum check of
+the confidence step right after each standard cell, as the pipeline runs it); the end-to-end rate uses crystalface.batch.classify_files (what
 ``crystalface classify -o`` runs) with every core, in a fresh Python process like a user's (this
 process has warmed up every step, and workers forked from it would inherit that: lazy imports,
 caches); its start-up (imports, loading the model) is reported apart from the rate. Everything is measured ``--repeats`` times in
@@ -99,9 +99,9 @@ def main(argv=None) -> int:
 
     from crystalface import fingerprint, fingerprint_reference, load_model, read_structures, scale
     from crystalface.batch import CHUNK
-    from crystalface.cell import standard_cell
+    from crystalface.cell import LatticeFound, standard_cell
     from crystalface.cluster import _cluster
-    from crystalface.confidence import assess
+    from crystalface.confidence import assess, vacuum_fraction
 
     model = load_model()
     descriptor = model.descriptor
@@ -155,13 +155,19 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             frames = [e.atoms for e in read_structures(path)]
             steps = {"read": time.perf_counter() - start}
-            # the other steps chunk by chunk, as a worker of classify_files runs them (batch.CHUNK):
-            # the confidence step of a chunk looks up what its standard cells measured (cell._neighbours)
+            # the other steps chunk by chunk, as a worker of classify_files runs them (batch.CHUNK); the
+            # vacuum check of the confidence step right after each standard cell, as the pipeline
+            # measures it (with the standard cell's neighbour tree, cell._neighbours), counted as confidence
             for k in range(0, len(frames), CHUNK):
                 chunk = frames[k:k + CHUNK]
-                start = time.perf_counter()
-                cells = [standard_cell(a) for a in chunk]
-                steps["standard_cell"] = steps.get("standard_cell", 0.0) + time.perf_counter() - start
+                cells, lattices = [], []
+                for a in chunk:
+                    start = time.perf_counter()
+                    cells.append(standard_cell(a))
+                    middle = time.perf_counter()
+                    lattices.append(LatticeFound(vacuum=vacuum_fraction(a)))
+                    steps["standard_cell"] = steps.get("standard_cell", 0.0) + middle - start
+                    steps["vacuum"] = steps.get("vacuum", 0.0) + time.perf_counter() - middle
                 start = time.perf_counter()
                 # as Descriptor.cluster does: standard_cell has checked the structure already
                 clusters = [_cluster(c, descriptor.n_atoms, None) for c in cells]
@@ -181,8 +187,9 @@ def main(argv=None) -> int:
                 proba, novelty = model.predict(images)
                 steps["network"] = steps.get("network", 0.0) + time.perf_counter() - start
                 start = time.perf_counter()
-                assess(proba, images, chunk, descriptor.df2d, novelty)
+                assess(proba, images, chunk, descriptor.df2d, novelty, lattices=lattices)
                 steps["confidence"] = steps.get("confidence", 0.0) + time.perf_counter() - start
+            steps["confidence"] += steps.pop("vacuum")
             torch.set_num_threads(cores)
             rounds.append({
                 "end_to_end_s": end_to_end,

@@ -327,10 +327,11 @@ def _neighbours(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
     that close (almost always: the nearest neighbour is at most ~1.1 spacings away in the crystals
     we classify), and all 26 neighbouring cells are searched otherwise.
 
-    The answers for the last 256 structures of up to :data:`_REMEMBERED_ATOMS` atoms are remembered
+    The answers for the last few structures of up to :data:`_REMEMBERED_ATOMS` atoms are remembered
     by the exact bytes of ``positions`` and ``cell``: the standard cell asks for the distance, and
-    the vacuum check of the confidence step (:func:`crystalface.confidence.vacuum_fraction`, after a
-    whole chunk of structures went through the network) for both, of the same input.
+    the vacuum check (:func:`crystalface.confidence.vacuum_fraction`), which the pipeline runs right
+    after the standard cell (:func:`crystalface.pipeline.compute_fingerprints` with
+    ``return_sites``), for both, of the same input.
     """
     positions = np.ascontiguousarray(positions, dtype=float)
     cell = np.ascontiguousarray(cell, dtype=float)
@@ -339,15 +340,14 @@ def _neighbours(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
     return _neighbours_bytes(positions.tobytes(), cell.tobytes())
 
 
-#: Structures of more atoms are not remembered by :func:`_neighbours`: 256 trees of up to ~4000
-#: images each take up to ~40 MB (~8 MB for the ~280-atom supercells of benchmarks/throughput.py).
-_REMEMBERED_ATOMS = 1024
+#: Structures of more atoms are not remembered by :func:`_neighbours` (their trees take megabytes).
+_REMEMBERED_ATOMS = 8192
 #: Padding of the tree of :func:`_neighbours`, in mean spacings (V / N)^(1/3): every distance a bulk
 #: crystal asks for is shorter. Any value gives the same answers, only slower or faster.
 _NEIGHBOUR_SPACINGS = 1.5
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4)
 def _neighbours_bytes(positions_bytes: bytes, cell_bytes: bytes) -> _Neighbours:
     return _neighbours_of(np.frombuffer(positions_bytes).reshape(-1, 3), np.frombuffer(cell_bytes).reshape(3, 3))
 
@@ -912,12 +912,16 @@ class LatticeFound(NamedTuple):
     judges it: the ``sites`` per primitive cell (``info["sites"]``, None where unknown), how the
     lattice ``fit`` the atoms (:func:`lattice_fit`), its ``cubic`` Bravais type
     (``info["cubic_lattice"]``, None where it is not cubic) and its lattice ``system``
-    (``info["lattice_system"]``, :func:`lattice_system`); all None where the structure failed."""
+    (``info["lattice_system"]``, :func:`lattice_system`); and the ``vacuum`` fraction of the input's
+    cell (:func:`crystalface.confidence.vacuum_fraction`), measured where the pipeline measures it
+    right after the standard cell (``compute_fingerprints(..., return_sites=True)``), with the
+    standard cell's neighbour tree; all None where the structure failed or it was not measured."""
 
     sites: int | None = None
     fit: str | None = None
     cubic: str | None = None
     system: str | None = None
+    vacuum: float | None = None
 
 
 def lattice_found(info: dict) -> LatticeFound:
@@ -927,7 +931,7 @@ def lattice_found(info: dict) -> LatticeFound:
     --------
     >>> from ase.build import bulk
     >>> lattice_found(standard_cell(bulk("Fe", "bcc", a=2.87, cubic=True).repeat(2)).info)
-    LatticeFound(sites=1, fit='exact', cubic='cI', system='cubic')
+    LatticeFound(sites=1, fit='exact', cubic='cI', system='cubic', vacuum=None)
     """
     return LatticeFound(info.get("sites"), lattice_fit(info), info.get("cubic_lattice"), info.get("lattice_system"))
 

@@ -232,13 +232,14 @@ def _unit_points(n_points: int, seed: int) -> np.ndarray:
     return points
 
 
-def domain_problem(atoms: Atoms) -> str | None:
+def domain_problem(atoms: Atoms, vacuum: float | None = None) -> str | None:
     """Why a periodic structure lies outside what the model was trained on, or None.
 
     The training set holds bulk crystals of one element. Mixed species change the scattering factors
     in ways the network never saw (rocksalt NaCl looks like nothing it knows); empty regions wider than
     two nearest-neighbour distances (:func:`vacuum_fraction`) mean a slab, a wire, a molecule or a few
-    atoms in a box, not a bulk crystal.
+    atoms in a box, not a bulk crystal. ``vacuum`` is that fraction where it was measured already
+    (:class:`crystalface.cell.LatticeFound`); it is measured here where None.
 
     Examples
     --------
@@ -251,7 +252,8 @@ def domain_problem(atoms: Atoms) -> str | None:
     symbols = sorted(set(atoms.get_chemical_symbols()))
     if len(symbols) > 1:
         return f"more than one element ({', '.join(symbols)}): the model knows elemental solids"
-    vacuum = vacuum_fraction(atoms)
+    if vacuum is None:
+        vacuum = vacuum_fraction(atoms)
     if vacuum > MAX_VACUUM:
         return (f"{100 * vacuum:.0f} % of the cell is vacuum (farther than {VACUUM_DISTANCE:g} nearest-neighbour "
                 "distances from every atom): a slab or a molecule in a box, not a bulk crystal")
@@ -419,7 +421,8 @@ def assess(
         of the standard cell's ``info``; ``compute_fingerprints(..., return_sites=True)`` gives them):
         the sites per primitive cell, how the lattice fits the atoms, its cubic type and its lattice
         system, each None where not known. With ``labels``, they are judged by :func:`basis_problem`,
-        :func:`lattice_problem` and :func:`lattice_confirms`; without either, none of them is.
+        :func:`lattice_problem` and :func:`lattice_confirms`; without either, none of them is. Their
+        ``vacuum`` fraction, where measured, saves :func:`domain_problem` measuring it again.
 
     Examples
     --------
@@ -461,7 +464,8 @@ def assess_with_reasons(
     ['more than one element (Cl, Na): the model knows elemental solids']
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    problems = [domain_problem(a) for a in structures]
+    vacuums = [None] * len(structures) if lattices is None else [f.vacuum for f in lattices]
+    problems = [domain_problem(a, v) for a, v in zip(structures, vacuums)]
     contradictions: list[str | None] = [None] * len(structures)
     if labels is not None and lattices is not None:
         problems = [p or basis_problem(label, f.sites, f.fit) for p, label, f in zip(problems, labels, lattices)]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .cell import LatticeFound, StructureError, atoms_only, lattice_found, standard_cell
 from .cluster import _cluster
+from .confidence import vacuum_fraction
 from .fingerprint import DF2D, fingerprint
 from .scaling import SCALINGS, scale
 
@@ -96,11 +97,11 @@ class Descriptor:
 
 
 def _chunk_worker(args) -> tuple[np.ndarray, list[str | None], list[LatticeFound]]:
-    descriptor, structures, transform, augment = args
+    descriptor, structures, transform, augment, vacuum = args
     import torch
 
     torch.set_num_threads(1)  # one process per core; threads would oversubscribe
-    return _fingerprint_chunk(descriptor, structures, transform, augment)
+    return _fingerprint_chunk(descriptor, structures, transform, augment, vacuum)
 
 
 def _internal_error(exc: BaseException) -> str:
@@ -109,15 +110,18 @@ def _internal_error(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {reason}".rstrip(": ")
 
 
-def _fingerprint_chunk(descriptor, structures, transform,
-                       augment=None) -> tuple[np.ndarray, list[str | None], list[LatticeFound]]:
-    """Images, errors and the :class:`~crystalface.cell.LatticeFound` of each standard cell (see :func:`compute_fingerprints`)."""
+def _fingerprint_chunk(descriptor, structures, transform, augment=None,
+                       vacuum: bool = False) -> tuple[np.ndarray, list[str | None], list[LatticeFound]]:
+    """Images, errors and the :class:`~crystalface.cell.LatticeFound` of each standard cell (see
+    :func:`compute_fingerprints`), with the input's vacuum fraction where ``vacuum``."""
     scaled, errors, sites = [], [], []
     for atoms in structures:
         sites.append(LatticeFound())
         try:
             c = descriptor.cluster(atoms)
             sites[-1] = lattice_found(c.info)
+            if vacuum:  # now, while the standard cell's neighbour tree of these atoms is remembered
+                sites[-1] = sites[-1]._replace(vacuum=vacuum_fraction(atoms))
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
@@ -168,9 +172,10 @@ def compute_fingerprints(
         system)`` of its standard cell: the sites per primitive cell (``info["sites"]`` of
         :func:`crystalface.cell.standard_cell`; None where unknown or failed), how the lattice found
         fits the atoms (:func:`crystalface.cell.lattice_fit`: "exact", "sites" or "none"; None where
-        failed), its cubic Bravais type (None where not cubic) and its lattice system
-        (:func:`crystalface.cell.lattice_system`), as :func:`crystalface.confidence.assess` takes them
-        (``lattices=``).
+        failed), its cubic Bravais type (None where not cubic), its lattice system
+        (:func:`crystalface.cell.lattice_system`) and the vacuum fraction of the input's cell
+        (:func:`crystalface.confidence.vacuum_fraction`, measured here, where the standard cell's
+        neighbour tree is at hand), as :func:`crystalface.confidence.assess` takes them (``lattices=``).
 
     Returns
     -------
@@ -191,11 +196,11 @@ def compute_fingerprints(
     bar = tqdm(total=len(structures), desc=desc, unit="structure", disable=not progress, leave=False)
     images, errors, sites = [], [], []
     if workers == 1 or len(chunks) <= 1:
-        results = (_fingerprint_chunk(descriptor, chunk, transform, augment) for chunk in chunks)
+        results = (_fingerprint_chunk(descriptor, chunk, transform, augment, return_sites) for chunk in chunks)
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_chunk_worker, [(descriptor, c, transform, augment) for c in chunks])
+        results = pool.map(_chunk_worker, [(descriptor, c, transform, augment, return_sites) for c in chunks])
     try:
         for (im, err, n_sites), chunk in zip(results, chunks):
             images.append(im)

@@ -55,20 +55,29 @@ def test_vacuum_fraction_tells_bulk_from_a_slab_whatever_the_cell_given():
     assert domain_problem(cu) is None and "vacuum" in domain_problem(slab)
 
 
-def test_the_vacuum_check_reuses_the_neighbours_the_standard_cell_measured():
-    """classify() runs the standard cell of a whole chunk, then the network, then the vacuum check:
-    the tree and the nearest-neighbour distance of each input are looked up, not built again."""
-    from crystalface import standard_cell
+def test_the_pipeline_measures_the_vacuum_with_the_standard_cells_neighbours():
+    """compute_fingerprints(return_sites=True) measures each input's vacuum fraction right after its
+    standard cell, looking up the tree and nearest-neighbour distance that measured, not building
+    them again; assess takes it from the records instead of measuring it once more."""
     from crystalface.cell import _neighbours_bytes
+    from crystalface.pipeline import compute_fingerprints
 
+    slab = fcc111("Cu", (3, 3, 4), vacuum=8.0, periodic=True)
     structures = [rotated(bulk(name, kind, a=a, cubic=True).repeat(3), seed)
                   for seed, (name, kind, a) in enumerate([("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43)])]
-    cells = [standard_cell(a) for a in structures]
+    structures.append(slab)
     before = _neighbours_bytes.cache_info()
-    values = [vacuum_fraction(a) for a in structures]
+    images, errors, lattices = compute_fingerprints(structures, workers=1, return_sites=True)
     after = _neighbours_bytes.cache_info()
-    assert values == [0.0] * 3 and (after.hits - before.hits, after.misses - before.misses) == (3, 0)
-    assert [len(c) for c in cells] == [1, 1, 2]
+    assert errors == [None] * 4 and (after.misses - before.misses, after.hits - before.hits) == (4, 4)
+    assert [f.vacuum for f in lattices] == [vacuum_fraction(a) for a in structures]
+    assert lattices[0].vacuum == 0.0 and lattices[3].vacuum > 0.2
+    # the records' vacuum decides the domain problem: no second measurement
+    proba = np.tile([[0.02, 0.98]], (4, 1))
+    reasons = assess_with_reasons(proba, images, structures, lattices=lattices)[2]
+    assert reasons[:3] == [None] * 3 and reasons[3] == domain_problem(slab)
+    faked = [f._replace(vacuum=0.5) for f in lattices[:1]]
+    assert assess_with_reasons(proba[:1], images[:1], structures[:1], lattices=faked)[2][0].startswith("50 % of the cell")
 
 
 def _vacuum_by_brute_force(atoms, distance=2.0, n_points=512, seed=0) -> float:
