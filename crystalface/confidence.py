@@ -324,7 +324,7 @@ def lattice_problem(label: str, sites: int | None, cubic: str | None, system: st
     (docs/reliability.md), which this check catches.
 
     ``system`` is the lattice system of the lattice found (:func:`crystalface.cell.lattice_system`,
-    ``info["lattice_system"]``, within a strain of 1 %; None where not known). A bct crystal's
+    ``info["lattice_system"]``, within 1.5 %; None where not known). A bct crystal's
     lattice is tetragonal, a hex/rh crystal's hexagonal or rhombohedral
     (:data:`crystalface.classes.LATTICE_SYSTEMS`): on an orthorhombic lattice, say, such a label is
     wrong (orthorhombic alpha-U and alpha-Ga, crystals of no class, come out hex/rh); so is hex/rh
