@@ -206,6 +206,22 @@ def test_a_crystal_of_no_class_called_hex_rh_on_a_lattice_it_cannot_have_is_not_
         assert prediction.reason == lattice_problem("hex/rh", sites, None, system)
 
 
+def test_hcp_in_an_orthogonal_md_box_keeps_its_confidence_unless_strained_out_of_hexagonal():
+    """hcp Mg in the orthogonal box MD codes use (a x sqrt(3) a x c), with 0.1 Å of noise: a box
+    stretched by 0.5 % along b (an NPT fluctuation) is still a hexagonal lattice, one stretched by
+    3 % is orthorhombic, and a hex/rh label there is not confident, with that reason."""
+    from crystalface import classify, displace
+    from crystalface.cell import SYSTEM_TOLERANCE
+
+    for stretch, confident in ((0.005, True), (2 * SYSTEM_TOLERANCE, False)):
+        box = bulk("Mg", "hcp", a=3.21, c=5.21, orthorhombic=True).repeat((5, 3, 3))
+        box.set_cell(box.cell[:] @ np.diag([1.0, 1.0 + stretch, 1.0]), scale_atoms=True)
+        prediction = classify(displace(box, 0.1, seed=1))
+        assert prediction.label == "hex/rh" and prediction.confident == confident
+        if not confident:
+            assert prediction.reason == lattice_problem("hex/rh", 2, None, "orthorhombic")
+
+
 def test_a_contradicted_label_loses_its_score_and_is_named_only_when_nothing_else_sank_it():
     from crystalface import Descriptor
 
