@@ -194,8 +194,8 @@ def _minkowski_reduced(cell) -> np.ndarray:
 
     The last 512 answers are remembered by the exact bytes of ``cell`` (more than the 256
     structures of a chunk of :mod:`crystalface.batch`): the pipeline reduces the cell of every input
-    twice (standard cell, then the vacuum check of the confidence step, after the whole chunk went
-    through the network), and the frames of an MD run often share one cell. Returns a new array.
+    twice (standard cell, then the vacuum check, which the pipeline runs right after it), and the
+    frames of an MD run often share one cell. Returns a new array.
 
     Examples
     --------
@@ -1007,8 +1007,8 @@ def cubic_lattice(lattice: np.ndarray, tolerance: float = CUBIC_TOLERANCE) -> st
 #: A hexagonal crystal strained beyond that in its basal plane is orthorhombic by symmetry.
 SYSTEM_TOLERANCE = 1.5e-2
 
-#: The 26 integer combinations -1..1 of three basis vectors.
-_UNIT_COMBINATIONS = np.array([n for n in itertools.product((-1, 0, 1), repeat=3) if any(n)], dtype=float)
+#: The 26 integer combinations -1..1 of three basis vectors: the shifts to the neighbouring cells.
+_UNIT_COMBINATIONS = _SHIFTS[np.any(_SHIFTS != 0, axis=1)]
 
 
 def lattice_system(lattice: np.ndarray, tolerance: float = SYSTEM_TOLERANCE) -> str:

@@ -46,8 +46,8 @@ class Prediction:
         kind the model never saw. None when failed or when the model has no novelty statistics.
     reason : str or None
         Why the prediction is not confident, in one line (several elements, vacuum, a basis the
-        class cannot have, novelty, weak Bragg peaks, a hesitating network or a cubic lattice under a
-        non-cubic label:
+        class cannot have, novelty, weak Bragg peaks, a hesitating network, or a lattice the label's
+        class cannot have:
         :func:`crystalface.confidence.assess_with_reasons`); None when it is confident or failed.
     """
 

@@ -30,9 +30,11 @@ The score therefore multiplies the network's probability by two things the netwo
   and a wrong count there would flag right labels. A lattice found cubic with the sites of a cubic
   class (one on cF, cI or cP; two on cF) contradicts a label of bct139, bct141 or hex/rh
   (:func:`lattice_problem`): the network gives such labels to hot cubic crystals in MD boxes, whose
-  lattice (the box divided by integers) stays exactly cubic however hot they are. The other way
-  round, one site on a cubic lattice proves fcc, bcc or sc (:func:`lattice_confirms`), and such a
-  label keeps its confidence whatever the novelty says.
+  lattice (the box divided by integers) stays exactly cubic however hot they are. A lattice of
+  another system (:func:`crystalface.cell.lattice_system`) contradicts a bct or hex/rh label too:
+  a bct crystal's lattice is tetragonal, a hex/rh crystal's hexagonal (with two or four sites) or
+  rhombohedral. The other way round, one site on a cubic lattice proves fcc, bcc or sc
+  (:func:`lattice_confirms`), and such a label keeps its confidence whatever the novelty says.
 
 * **Novelty in the network's own features** (model-dependent, stored with the model). A crystal
   of a kind the network never saw (black P, A15, gamma-Se ...) can diffract sharply and still come

@@ -169,7 +169,7 @@ def compute_fingerprints(
         Show a progress bar.
     return_sites : bool
         Also return, per structure, the :class:`crystalface.cell.LatticeFound` ``(sites, fit, cubic,
-        system)`` of its standard cell: the sites per primitive cell (``info["sites"]`` of
+        system, vacuum)`` of its standard cell: the sites per primitive cell (``info["sites"]`` of
         :func:`crystalface.cell.standard_cell`; None where unknown or failed), how the lattice found
         fits the atoms (:func:`crystalface.cell.lattice_fit`: "exact", "sites" or "none"; None where
         failed), its cubic Bravais type (None where not cubic), its lattice system
