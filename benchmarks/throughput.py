@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     from crystalface.cell import LatticeFound, standard_cell
     from crystalface.cluster import _cluster
     from crystalface.confidence import assess, vacuum_fraction
+    from crystalface.evaluation.provenance import command_line
 
     model = load_model()
     descriptor = model.descriptor
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
     baselines_noisy = {k: median(r["baselines_noisy_s"][k] for r in rounds) for k in finders}
     ratio_all, ratio_noisy = ratios("baselines_s"), ratios("baselines_noisy_s")
     results = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/throughput.py", argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"platform": platform.platform(), "cpus": cores, "torch": torch.__version__},
         "structures": {"n": n, "seed": args.seed, "atoms_mean": float(np.mean([len(a) for a in structures])),
