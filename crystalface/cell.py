@@ -166,11 +166,38 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
     _refuse_short_vectors(lengths)
     reduced = _minkowski_reduced(cell)
     _refuse_short_vectors(_lengths(reduced))
-    close = _close_pairs(_wrap(atoms.positions @ np.linalg.inv(reduced)), reduced, _MIN_SEPARATION)
-    if len(close):
-        i, j = close[0]
-        raise StructureError(f"atoms {i} and {j} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
+    close = _close_pair(atoms.positions, reduced)
+    if close is not None:
+        raise StructureError(f"atoms {close[0]} and {close[1]} are closer than {_MIN_SEPARATION} Å (atoms on the same spot)")
     return reduced
+
+
+def _close_pair(positions: np.ndarray, reduced: np.ndarray) -> tuple[int, int] | None:
+    """The first pair (i, j), i < j, of atoms closer than :data:`_MIN_SEPARATION` Å, or None
+    (``reduced``: the Minkowski-reduced cell, whose vectors are at least that long).
+
+    Up to :data:`_REMEMBERED_ATOMS` atoms it asks the tree that :func:`_neighbours` builds and
+    remembers for the standard cell, which holds every image within a spacing of the cell: each
+    atom's second-nearest point of it (the first is the atom itself) is nearer than the limit
+    exactly when a close partner exists (an image of the atom itself is a lattice vector away).
+    That bounded query costs ~0.1 ms for ~280 atoms; a tree of its own cost ~0.25 ms, and it is
+    still what a larger structure gets (:func:`_close_pairs`), whose neighbour tree is not remembered.
+    """
+    n = len(positions)
+    if n == 1:
+        return None
+    neighbours = _neighbours(positions, reduced) if n <= _REMEMBERED_ATOMS else None
+    # (a margin below the limit: denser than any matter)
+    if neighbours is None or neighbours.margin < _MIN_SEPARATION:
+        pairs = _close_pairs(_wrap(positions @ np.linalg.inv(reduced)), reduced, _MIN_SEPARATION)
+        return tuple(int(k) for k in pairs[np.lexsort(pairs.T[::-1])[0]]) if len(pairs) else None
+    d, point = neighbours.tree.query(neighbours.positions, k=2, distance_upper_bound=_MIN_SEPARATION)
+    close = np.flatnonzero(d[:, 1] < _MIN_SEPARATION)
+    if len(close) == 0:
+        return None
+    i = int(close[0])  # the lowest atom with a partner; its partner is a higher one
+    # the two points found are the atom and its partner, or (atoms on exactly one spot) two partners
+    return i, next(int(neighbours.atom[k]) for k in point[i] if neighbours.atom[k] != i)
 
 
 def _close_pairs(frac: np.ndarray, cell: np.ndarray, distance: float) -> np.ndarray:
@@ -225,16 +252,27 @@ class _PeriodicSearch:
     Cartesian coordinates; a query point wrapped into the cell then finds its nearest atom within
     ``tol`` whatever the cell's shape. (scipy's ``boxsize`` periodic tree works in fractional
     coordinates, whose metric is not the Cartesian one for a skewed cell.)
+
+    ``neighbours`` (of the same positions and cell, :func:`_neighbours`) lends its tree, which holds
+    the images within its margin, to a structure of one element when that margin reaches ``tol``:
+    within ``tol`` it holds the same atoms, so every query finds the same one, and one tree fewer is
+    built (~0.2 ms for ~280 atoms).
     """
 
-    def __init__(self, frac: np.ndarray, numbers: np.ndarray, cell: np.ndarray, tol: float):
+    def __init__(self, frac: np.ndarray, numbers: np.ndarray, cell: np.ndarray, tol: float,
+                 neighbours: _Neighbours | None = None):
         self.cell = cell
         self.tol = tol
         self.frac = _wrap(frac)
         self.trees = {}
         self.index = {}
+        elements = np.unique(numbers)
+        if neighbours is not None and len(elements) == 1 and tol <= neighbours.margin:
+            self.index[elements[0]] = np.arange(len(numbers))
+            self.trees[elements[0]] = (neighbours.tree, neighbours.atom)
+            return
         margin = tol / np.linalg.svd(cell, compute_uv=False).min()
-        for z in np.unique(numbers):
+        for z in elements:
             idx = np.flatnonzero(numbers == z)
             self.index[z] = idx
             images, atom = _images_near_cell(self.frac[idx], margin)
@@ -270,15 +308,17 @@ def _random_subset(n: int, most: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, most, replace=False))
 
 
-def _padded_tree(positions: np.ndarray, cell: np.ndarray, margin: float) -> cKDTree:
-    """KD-tree of the atoms of a Minkowski-reduced cell and of their images within ``margin`` Å of it.
+def _padded_tree(frac: np.ndarray, cell: np.ndarray, margin: float) -> tuple[cKDTree, np.ndarray]:
+    """KD-tree (Cartesian) of the atoms at fractional positions ``frac`` in a Minkowski-reduced cell
+    and of their images within ``margin`` Å of it, and the atom (row of ``frac``) each of its points
+    is an image of.
 
     A point inside the cell finds its nearest atom (if it lies within ``margin``) in one query: 27x
     fewer queries than looking up the point's 27 images in a tree of the cell's atoms.
     """
-    frac = positions @ np.linalg.inv(cell)
     m = min(1.0, margin / np.linalg.svd(cell, compute_uv=False).min())  # beyond one cell: never nearer
-    return cKDTree(_images_near_cell(frac, m)[0] @ cell, **_TREE)
+    images, atom = _images_near_cell(frac, m)
+    return cKDTree(images @ cell, **_TREE), atom
 
 
 def _images_near_cell(frac: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -296,18 +336,20 @@ def _images_near_cell(frac: np.ndarray, margin: float) -> tuple[np.ndarray, np.n
     return frac[atom] + _SHIFTS[shift], atom
 
 
-def _neighbour_distances(positions: np.ndarray, cell: np.ndarray, query: np.ndarray, margin: float) -> tuple[np.ndarray, cKDTree]:
-    """Exact distance from each of the ``query`` atoms (rows of ``positions``, in the cell) to its nearest
-    other atom, and the tree of the images within ``margin`` Å that found them.
+def _neighbour_distances(frac: np.ndarray, cell: np.ndarray, query: np.ndarray,
+                         margin: float) -> tuple[np.ndarray, cKDTree, np.ndarray]:
+    """Exact distance from each of the ``query`` atoms (Cartesian, some of the atoms at fractional
+    positions ``frac`` in the cell) to its nearest other atom, and the tree of the images within
+    ``margin`` Å that found them with its atom map (:func:`_padded_tree`).
 
     That tree answers every distance up to ``margin`` exactly; when an atom's nearest neighbour is
     farther, all 26 neighbouring cells are searched instead (the returned tree stays the small one).
     """
-    tree = _padded_tree(positions, cell, margin)
+    tree, atom = _padded_tree(frac, cell, margin)
     d = tree.query(query, k=2)[0][:, 1]  # k=2: the atom itself comes first
     if not np.all(d <= margin):
-        d = _padded_tree(positions, cell, np.inf).query(query, k=2)[0][:, 1]
-    return d, tree
+        d = _padded_tree(frac, cell, np.inf)[0].query(query, k=2)[0][:, 1]
+    return d, tree, atom
 
 
 class _Neighbours(NamedTuple):
@@ -317,6 +359,8 @@ class _Neighbours(NamedTuple):
     tree: cKDTree  #: the atoms and their images within ``margin`` of the cell
     margin: float  #: Å; the tree answers every distance up to it exactly
     positions: np.ndarray  #: Cartesian positions wrapped into the cell
+    frac: np.ndarray  #: the same, fractional (in [0, 1))
+    atom: np.ndarray  #: the atom (row of ``positions``) each point of the tree is an image of
 
 
 def _neighbours(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
@@ -328,10 +372,12 @@ def _neighbours(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
     we classify), and all 26 neighbouring cells are searched otherwise.
 
     The answers for the last few structures of up to :data:`_REMEMBERED_ATOMS` atoms are remembered
-    by the exact bytes of ``positions`` and ``cell``: the standard cell asks for the distance, and
-    the vacuum check (:func:`crystalface.confidence.vacuum_fraction`), which the pipeline runs right
-    after the standard cell (:func:`crystalface.pipeline.compute_fingerprints` with
-    ``return_sites``), for both, of the same input.
+    by the exact bytes of ``positions`` and ``cell``: the standard cell asks for the tree (its check
+    of atoms on one spot, :func:`_close_pair`, and its lattice search, :class:`_PeriodicSearch`) and
+    for the distance (the matching distance of that search), and the vacuum check
+    (:func:`crystalface.confidence.vacuum_fraction`), which the pipeline runs right after the
+    standard cell (:func:`crystalface.pipeline.compute_fingerprints` with ``return_sites``), for
+    both, of the same input.
     """
     positions = np.ascontiguousarray(positions, dtype=float)
     cell = np.ascontiguousarray(cell, dtype=float)
@@ -353,18 +399,15 @@ def _neighbours_bytes(positions_bytes: bytes, cell_bytes: bytes) -> _Neighbours:
 
 
 def _neighbours_of(positions: np.ndarray, cell: np.ndarray) -> _Neighbours:
-    wrapped = _wrap(positions @ np.linalg.inv(cell)) @ cell
+    # the tree's points are computed from the wrapped fractional positions as _PeriodicSearch
+    # computes its own (the same expression, so the same bits), which lets it borrow this tree
+    frac = _wrap(positions @ np.linalg.inv(cell))
+    wrapped = frac @ cell
     spacing = (abs(np.linalg.det(cell)) / len(positions)) ** (1 / 3)
     margin = _NEIGHBOUR_SPACINGS * spacing
-    d, tree = _neighbour_distances(wrapped, cell, wrapped[_scored_atoms(len(wrapped))], margin)
+    d, tree, atom = _neighbour_distances(frac, cell, wrapped[_scored_atoms(len(wrapped))], margin)
     d = d[d > 1e-8]
-    return _Neighbours(float(np.median(d)) if len(d) else float(spacing), tree, margin, wrapped)
-
-
-def _typical_distance(positions: np.ndarray, cell: np.ndarray) -> float:
-    """Median nearest-neighbour distance (Å) of a periodic structure with a Minkowski-reduced ``cell``
-    (over up to 64 atoms; the mean spacing (V / N)^(1/3) where all atoms sit on one spot): :func:`_neighbours`."""
-    return _neighbours(positions, cell).distance
+    return _Neighbours(float(np.median(d)) if len(d) else float(spacing), tree, margin, wrapped, frac, atom)
 
 
 def primitive_lattice(atoms: Atoms, tol: float | None = None) -> np.ndarray:
@@ -425,15 +468,17 @@ def _find_lattice(atoms: Atoms, tol: float | None, cell: np.ndarray) -> tuple[np
     if n == 1:
         return cell, np.inf
     positions = atoms.positions
+    neighbours = None
     if tol is None:
-        tol = 0.25 * _typical_distance(positions, cell)
+        neighbours = _neighbours(positions, cell)
+        tol = 0.25 * neighbours.distance
     frac = positions @ np.linalg.inv(cell)
-    search = _PeriodicSearch(frac, atoms.numbers, cell, tol)
+    search = _PeriodicSearch(frac, atoms.numbers, cell, tol, neighbours)
     lattice, best = _search(search, atoms.numbers, cell, tol, 1, _MIN_SCORE, _MAX_SCORED_ATOMS)
     nothing_finer = abs(np.linalg.det(lattice)) > 0.5 * abs(np.linalg.det(cell))
     if (best < _SPARSE_BELOW and n >= 8) or (nothing_finer and n >= _SUPERCELL_ATOMS):
         wide = _SPARSE_TOL * tol
-        search = _PeriodicSearch(frac, atoms.numbers, cell, wide)
+        search = _PeriodicSearch(frac, atoms.numbers, cell, wide, neighbours)
         floor = _sparse_floor(n / abs(np.linalg.det(cell)), wide, min(n, _SPARSE_SCORED_ATOMS))
         sparse, _ = _search(search, atoms.numbers, cell, wide, _SPARSE_REFERENCES, floor, _SPARSE_SCORED_ATOMS,
                             _SPARSE_SPREAD)

@@ -221,7 +221,7 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     d = neighbours.tree.query(points, k=1, distance_upper_bound=limit)[0]
     far = d > limit
     if limit > neighbours.margin and np.any(far):
-        d_far = _padded_tree(neighbours.positions, cell, limit).query(points[far], k=1, distance_upper_bound=limit)[0]
+        d_far = _padded_tree(neighbours.frac, cell, limit)[0].query(points[far], k=1, distance_upper_bound=limit)[0]
         far[far] = d_far > limit
     return float(np.mean(far))
 

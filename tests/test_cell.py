@@ -662,6 +662,61 @@ def test_non_periodic_structure_is_rejected(atoms):
         primitive_lattice(atoms)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_close_pair_check_agrees_with_the_search_of_every_pair(seed, monkeypatch):
+    """_close_pair (the standard cell's remembered neighbour tree) finds a pair of atoms closer than
+    0.1 Å exactly when the exhaustive periodic pair search does, and names its lowest atom, in
+    skewed cells, across the cell's faces, with atoms on exactly one spot and above the size whose
+    tree is remembered."""
+    from crystalface import cell as cell_module
+
+    rng = np.random.default_rng(seed)
+    lattice = np.eye(3) * rng.uniform(4, 9, 3) + rng.uniform(-3, 3, (3, 3))  # skewed, not reduced
+    n = int(rng.integers(2, 120))
+    frac = rng.random((n, 3))
+    if seed % 4:  # one to three partners placed near atom k, some across a face of the cell
+        for _ in range(int(rng.integers(1, 4))):
+            k, j = rng.choice(n, 2, replace=False)
+            frac[j] = frac[k] + rng.normal(0, 0.01, 3) * (seed % 3) + rng.integers(-1, 2, 3)
+    if seed % 10 == 0:
+        monkeypatch.setattr(cell_module, "_REMEMBERED_ATOMS", 1)  # the path of large structures
+    reduced = cell_module._minkowski_reduced(lattice)
+    positions = frac @ lattice
+    pairs = cell_module._close_pairs(cell_module._wrap(positions @ np.linalg.inv(reduced)), reduced, 0.1)
+    found = cell_module._close_pair(positions, reduced)
+    if len(pairs) == 0:
+        assert found is None
+    else:
+        assert found in {tuple(p) for p in pairs.tolist()}
+        assert found[0] == pairs.min()
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_lattice_search_borrowing_the_neighbour_tree_answers_bit_for_bit(prototypes, label):
+    """_PeriodicSearch with the tree of _neighbours (one element, its margin beyond the matching
+    distance) finds the same atoms at the same distances and vectors, to the last bit, as with
+    trees of its own, at the first search's matching distance and the second's."""
+    from crystalface import cell as cell_module
+
+    atoms = displace(vacancies(rotated(prototypes[label].repeat(5), 7), 0.3, seed=1), 0.08, seed=2)
+    reduced = cell_module._minkowski_reduced(atoms.cell[:])
+    neighbours = cell_module._neighbours(atoms.positions, reduced)
+    frac = atoms.positions @ np.linalg.inv(reduced)
+    points = np.random.default_rng(0).random((2000, 3)) * 3 - 1
+    z = atoms.numbers[0]
+    for tol in (0.25 * neighbours.distance, cell_module._SPARSE_TOL * 0.25 * neighbours.distance):
+        assert tol <= neighbours.margin
+        borrowed = cell_module._PeriodicSearch(frac, atoms.numbers, reduced, tol, neighbours)
+        own = cell_module._PeriodicSearch(frac, atoms.numbers, reduced, tol)
+        assert borrowed.trees[z][0] is neighbours.tree and own.trees[z][0] is not neighbours.tree
+        found, expected = borrowed.nearest(points, z), own.nearest(points, z)
+        hit = np.isfinite(expected[0])
+        assert 0 < hit.sum() < len(points)
+        for a, b in zip(found, expected):
+            np.testing.assert_array_equal(a[hit], b[hit])
+        np.testing.assert_array_equal(found[0], expected[0])
+
+
 # --- cell-choice invariance of the whole pipeline ---------------------------------------------------
 
 
