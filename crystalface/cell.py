@@ -88,6 +88,11 @@ _SPARSE_SPREAD = 1.5
 #: by ~0.05 Å, a twelfth of the matching distance: almost never scored again.
 _RETRY_SCORE = 0.25
 _RETRY_MOVE = 0.2
+#: Query points a lattice search answers from the borrowed neighbour tree before it builds its own
+#: (:class:`_PeriodicSearch`): building costs ~500 queries' time, and a query in the larger borrowed
+#: tree ~15 % more than in its own, so past a few thousand points the search's own tree is cheaper.
+#: 90 % of the throughput benchmark's supercells need fewer than 5 000; hot frames 15 000-120 000.
+_BORROWED_QUERIES = 4096
 #: Two atoms closer than this (Å) are one atom given twice, not a structure (shortest real bond: H2, 0.74 Å).
 _MIN_SEPARATION = 0.1
 #: KD-trees here are built for one structure and queried a few thousand times: splitting at the
@@ -255,8 +260,11 @@ class _PeriodicSearch:
 
     ``neighbours`` (of the same positions and cell, :func:`_neighbours`) lends its tree, which holds
     the images within its margin, to a structure of one element when that margin reaches ``tol``:
-    within ``tol`` it holds the same atoms, so every query finds the same one, and one tree fewer is
-    built (~0.2 ms for ~280 atoms).
+    within ``tol`` it holds the same atoms, so every query finds the same one (to the last bit), and
+    a cold structure, whose scan stops after ~1000 query points, builds no tree of its own (~0.2 ms
+    for ~280 atoms). That tree holds ~2x the points, and each query in it costs ~15 % more: a search
+    that goes on past :data:`_BORROWED_QUERIES` points (a hot structure: 15 000-120 000) builds its
+    own tree then.
     """
 
     def __init__(self, frac: np.ndarray, numbers: np.ndarray, cell: np.ndarray, tol: float,
@@ -264,25 +272,35 @@ class _PeriodicSearch:
         self.cell = cell
         self.tol = tol
         self.frac = _wrap(frac)
+        self.numbers = numbers
         self.trees = {}
         self.index = {}
+        self.borrowed = 0  # query points answered by the borrowed tree; -1: the trees are our own
         elements = np.unique(numbers)
         if neighbours is not None and len(elements) == 1 and tol <= neighbours.margin:
             self.index[elements[0]] = np.arange(len(numbers))
             self.trees[elements[0]] = (neighbours.tree, neighbours.atom)
-            return
-        margin = tol / np.linalg.svd(cell, compute_uv=False).min()
-        for z in elements:
-            idx = np.flatnonzero(numbers == z)
+        else:
+            self._build_trees()
+
+    def _build_trees(self) -> None:
+        margin = self.tol / np.linalg.svd(self.cell, compute_uv=False).min()
+        for z in np.unique(self.numbers):
+            idx = np.flatnonzero(self.numbers == z)
             self.index[z] = idx
             images, atom = _images_near_cell(self.frac[idx], margin)
-            self.trees[z] = (cKDTree(images @ cell, **_TREE), idx[atom])
+            self.trees[z] = (cKDTree(images @ self.cell, **_TREE), idx[atom])
+        self.borrowed = -1
 
     def nearest(self, frac_points: np.ndarray, z: int) -> tuple:
         """Cartesian distance, atom index and vector to the nearest atom of element ``z`` from each point.
 
         Distance is inf (and index and vector meaningless) where no such atom lies within ``tol`` Å.
         """
+        if self.borrowed >= 0:
+            self.borrowed += len(frac_points)
+            if self.borrowed > _BORROWED_QUERIES:
+                self._build_trees()
         tree, atom = self.trees[z]
         points = _wrap(frac_points) @ self.cell
         dist, j = tree.query(points, k=1, distance_upper_bound=self.tol)

@@ -695,7 +695,8 @@ def test_close_pair_check_agrees_with_the_search_of_every_pair(seed, monkeypatch
 def test_lattice_search_borrowing_the_neighbour_tree_answers_bit_for_bit(prototypes, label):
     """_PeriodicSearch with the tree of _neighbours (one element, its margin beyond the matching
     distance) finds the same atoms at the same distances and vectors, to the last bit, as with
-    trees of its own, at the first search's matching distance and the second's."""
+    trees of its own, at the first search's matching distance and the second's, before and after
+    it builds its own tree (past _BORROWED_QUERIES query points)."""
     from crystalface import cell as cell_module
 
     atoms = displace(vacancies(rotated(prototypes[label].repeat(5), 7), 0.3, seed=1), 0.08, seed=2)
@@ -709,12 +710,18 @@ def test_lattice_search_borrowing_the_neighbour_tree_answers_bit_for_bit(prototy
         borrowed = cell_module._PeriodicSearch(frac, atoms.numbers, reduced, tol, neighbours)
         own = cell_module._PeriodicSearch(frac, atoms.numbers, reduced, tol)
         assert borrowed.trees[z][0] is neighbours.tree and own.trees[z][0] is not neighbours.tree
-        found, expected = borrowed.nearest(points, z), own.nearest(points, z)
+        expected = own.nearest(points, z)
         hit = np.isfinite(expected[0])
         assert 0 < hit.sum() < len(points)
-        for a, b in zip(found, expected):
-            np.testing.assert_array_equal(a[hit], b[hit])
-        np.testing.assert_array_equal(found[0], expected[0])
+        # 2000 points a call: the first two answered from the borrowed tree; the third passes
+        # _BORROWED_QUERIES, builds the search's own tree and is answered from it, as the fourth
+        for call in range(4):
+            assert (borrowed.trees[z][0] is neighbours.tree) == (2000 * call <= cell_module._BORROWED_QUERIES)
+            found = borrowed.nearest(points, z)
+            for a, b in zip(found, expected):
+                np.testing.assert_array_equal(a[hit], b[hit])
+            np.testing.assert_array_equal(found[0], expected[0])
+        assert borrowed.trees[z][0] is not neighbours.tree
 
 
 # --- cell-choice invariance of the whole pipeline ---------------------------------------------------
