@@ -178,12 +178,13 @@ def _check_periodic(atoms: Atoms) -> np.ndarray:
 
 
 def _close_pair(positions: np.ndarray, reduced: np.ndarray) -> tuple[int, int] | None:
-    """The first pair (i, j), i < j, of atoms closer than :data:`_MIN_SEPARATION` Å, or None
-    (``reduced``: the Minkowski-reduced cell, whose vectors are at least that long).
+    """A pair (i, j), i < j, of atoms closer than :data:`_MIN_SEPARATION` Å: i the lowest atom that
+    has such a partner, j one of its partners; None when no two atoms are that close (``reduced``:
+    the Minkowski-reduced cell, whose vectors are at least that long).
 
     Up to :data:`_REMEMBERED_ATOMS` atoms it asks the tree that :func:`_neighbours` builds and
-    remembers for the standard cell, which holds every image within a spacing of the cell: each
-    atom's second-nearest point of it (the first is the atom itself) is nearer than the limit
+    remembers for the standard cell, which holds every image within 1.5 mean spacings of the cell:
+    each atom's second-nearest point of it (the first is the atom itself) is nearer than the limit
     exactly when a close partner exists (an image of the atom itself is a lattice vector away).
     That bounded query costs ~0.1 ms for ~280 atoms; a tree of its own cost ~0.25 ms, and it is
     still what a larger structure gets (:func:`_close_pairs`), whose neighbour tree is not remembered.
@@ -192,7 +193,8 @@ def _close_pair(positions: np.ndarray, reduced: np.ndarray) -> tuple[int, int] |
     if n == 1:
         return None
     neighbours = _neighbours(positions, reduced) if n <= _REMEMBERED_ATOMS else None
-    # (a margin below the limit: denser than any matter)
+    # the tree holds every partner within its margin: enough unless the margin is below the limit
+    # (denser than any matter)
     if neighbours is None or neighbours.margin < _MIN_SEPARATION:
         pairs = _close_pairs(_wrap(positions @ np.linalg.inv(reduced)), reduced, _MIN_SEPARATION)
         return tuple(int(k) for k in pairs[np.lexsort(pairs.T[::-1])[0]]) if len(pairs) else None
