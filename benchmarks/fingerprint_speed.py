@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -33,9 +31,8 @@ import ase  # noqa: E402
 import ase.io  # noqa: E402
 import torch  # noqa: E402
 
-import crystalface  # noqa: E402
 from crystalface import DF2D, cluster, fingerprint, fingerprint_reference, scale, standard_cell  # noqa: E402
-from crystalface.evaluation.provenance import command_line  # noqa: E402
+from crystalface.evaluation.provenance import command_line, machine_info  # noqa: E402
 
 #: One prototype per class (AFLOW prototype library, as in /work/shared/data/prototypes).
 PROTOTYPES = {
@@ -68,29 +65,6 @@ def timed(function, repeats: int) -> list[float]:
         function()
         times.append(time.perf_counter() - start)
     return times
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "ase": ase.__version__,
-        "crystalface": crystalface.__version__,
-    }
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def run(args) -> dict:
@@ -126,8 +100,7 @@ def run(args) -> dict:
         "command": command_line("benchmarks/fingerprint_speed.py"),
         "working_directory": os.getcwd(),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        "machine": {**machine_info(), "torch_threads": torch.get_num_threads()},
         "parameters": {
             "df2d": params.to_dict(),
             "n_atoms_target": args.n_atoms,
@@ -173,9 +146,9 @@ def markdown(result: dict) -> str:
     lines = [
         "# DF-2D kernel speed",
         "",
-        f"`{result['command']}` — {result['date_utc']}, commit `{result['git_commit'] or 'unknown'}`",
+        f"`{result['command']}` — {result['date_utc']}, commit `{m['commit'] or 'unknown'}`, crystalface {m['crystalface']}",
         "",
-        f"Machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs ({m['cpu_affinity']} usable), "
+        f"Machine: {m['platform']}, {m['processor']}, {m['cpus']} CPUs ({m['usable_cpus']} usable), "
         f"torch {m['torch']} with {m['torch_threads']} threads, numpy {m['numpy']}.",
         "",
         f"Clusters: the 7 class prototypes, standard_cell -> cluster({p['n_atoms_target']}) -> scale "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
     from crystalface.cell import LatticeFound, standard_cell
     from crystalface.cluster import _cluster
     from crystalface.confidence import assess, vacuum_fraction
-    from crystalface.evaluation.provenance import command_line
+    from crystalface.evaluation.provenance import command_line, machine_info
 
     model = load_model()
     descriptor = model.descriptor
@@ -222,7 +221,7 @@ def main(argv=None) -> int:
     results = {
         "command": command_line("benchmarks/throughput.py", argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpus": cores, "torch": torch.__version__},
+        "machine": machine_info(),
         "structures": {"n": n, "seed": args.seed, "atoms_mean": float(np.mean([len(a) for a in structures])),
                        "defective": "every second: 10 % vacancies + 0.02 Å"},
         "failures": rounds[-1]["end_to_end_process"]["failed"],
@@ -251,7 +250,8 @@ def main(argv=None) -> int:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Throughput: file on disk to label", "",
-        f"`{results['command']}` — {results['date']}, {results['machine']['platform']}, {results['machine']['cpus']} CPUs", "",
+        f"`{results['command']}` — {results['date']}, commit `{results['machine']['commit'] or 'unknown'}` "
+        f"(crystalface {results['machine']['crystalface']}), {results['machine']['platform']}, {results['machine']['cpus']} CPUs", "",
         f"{len(structures)} randomly rotated periodic supercells (mean {results['structures']['atoms_mean']:.0f} atoms), "
         "half pristine, half with 10 % vacancies and 0.02 Å displacements.", "",
         f"Every time is the median of {args.repeats} rounds, each round measuring everything once; each ratio "

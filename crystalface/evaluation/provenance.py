@@ -26,8 +26,13 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
 
 
 def machine_info() -> dict:
-    """Platform, CPUs, Python and library versions, and the git commit of the package checkout (or None)."""
+    """Platform, CPUs, Python and library versions (crystalface's own included), the git commit of the
+    package checkout (or None) and whether the package's files differ from it (``commit_dirty``:
+    then the commit alone does not say which code made the numbers; None without git)."""
+    import ase
     import torch
+
+    import crystalface
 
     try:
         import spglib
@@ -41,11 +46,19 @@ def machine_info() -> dict:
         moyopy_version = getattr(moyopy, "__version__", "unknown")
     except ImportError:
         moyopy_version = None
+    package = Path(crystalface.__file__).resolve().parent
     try:
+        # the checkout's commit only if the package is one of its files (an installed copy in a
+        # virtual environment inside some checkout is not)
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], capture_output=True,
+                                 timeout=10, cwd=package).returncode == 0
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+                                cwd=package).stdout.strip() or None if tracked else None
+        changed = subprocess.run(["git", "status", "--porcelain", "--", str(package)], capture_output=True,
+                                 text=True, timeout=10, cwd=package).stdout.strip()
+        dirty = bool(changed) if commit else None
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        commit = dirty = None
     return {
         "platform": platform.platform(),
         "processor": platform.machine(),
@@ -53,8 +66,11 @@ def machine_info() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "ase": ase.__version__,
         "torch": torch.__version__,
         "spglib": spglib_version,
         "moyopy": moyopy_version,
+        "crystalface": crystalface.__version__,
         "commit": commit,
+        "commit_dirty": dirty,
     }

@@ -1,0 +1,73 @@
+"""The benchmark scripts of issue 5 at a tiny size, and the provenance every benchmark JSON records."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import crystalface
+from crystalface.evaluation import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], check=True, cwd=REPO,
+                   capture_output=True, text=True)
+
+
+def test_throughput_script_writes_every_number_and_where_it_came_from(tmp_path):
+    out = tmp_path / "throughput"
+    _run("throughput.py", "--n", "6", "--baseline-n", "4", "--reference-n", "1", "--repeats", "1", "--output", str(out))
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["failures"] == 0 and result["structures"]["n"] == 6
+    assert result["end_to_end"]["structures_per_second"] > 0
+    assert set(result["steps_single_thread_ms_per_structure"]) == {
+        "read", "standard_cell", "cluster", "scale", "fingerprint", "network", "confidence"}
+    assert all(v > 0 for v in result["steps_single_thread_ms_per_structure"].values())
+    assert set(result["baselines_noisy_ms"]) == {"spglib 1e-3", "spglib 0.1", "moyopy 1e-3", "moyopy 0.1"}
+    machine = result["machine"]
+    assert machine["crystalface"] == crystalface.__version__ and machine["cpus"] >= 1
+    header = out.with_suffix(".md").read_text().splitlines()[2]
+    assert header.startswith(f"`{result['command']}`") and f"crystalface {crystalface.__version__}" in header
+    assert f"commit `{machine['commit'] or 'unknown'}`" in header
+
+
+def test_fingerprint_speed_script_writes_the_kernels_agreement_and_the_machine(tmp_path):
+    out = tmp_path / "speed"
+    _run("fingerprint_speed.py", "--repeats", "1", "--copies", "1", "--output", str(out))
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["speedup"] > 1 and result["agreement_worst"]["pearson"] > 0.999
+    assert result["machine"]["crystalface"] == crystalface.__version__ and result["machine"]["torch_threads"] >= 1
+    assert f"crystalface {crystalface.__version__}" in out.with_suffix(".md").read_text()
+
+
+def test_machine_info_names_the_checkouts_commit_and_whether_the_package_differs_from_it():
+    info = provenance.machine_info()
+    assert info["crystalface"] == crystalface.__version__
+    if info["commit"] is None:
+        pytest.skip("not running from a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}", info["commit"]) and isinstance(info["commit_dirty"], bool)
+
+
+@pytest.mark.parametrize("in_a_repository", [False, True])
+def test_machine_info_of_a_copy_outside_version_control_names_no_commit(tmp_path, monkeypatch, in_a_repository):
+    """An installed copy (site-packages, perhaps of a virtual environment inside some checkout) is
+    not the checkout's code: no commit, rather than the commit of whatever repository holds it."""
+    package = tmp_path / "venv" / "site-packages" / "crystalface"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    if in_a_repository:
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        (tmp_path / ".gitignore").write_text("venv/\n")
+        subprocess.run(["git", "-C", str(tmp_path), "add", ".gitignore"], check=True)
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                       check=True)
+    monkeypatch.setattr(crystalface, "__file__", str(package / "__init__.py"))
+    info = provenance.machine_info()
+    assert info["commit"] is None and info["commit_dirty"] is None
