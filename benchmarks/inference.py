@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import torch  # noqa: E402
 
 from crystalface import fingerprint, load_model, scale  # noqa: E402
-from crystalface.evaluation.provenance import command_line  # noqa: E402
+from crystalface.evaluation.provenance import command_line, machine_info  # noqa: E402
 from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 
 #: Defect levels: pristine and the hardest levels of the paper's tables (σ in Å, vacancies as fractions).
@@ -261,8 +260,8 @@ def main(argv=None) -> int:
         "benchmark": "inference",
         "command": command_line("benchmarks/inference.py", argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "onnxruntime": onnxruntime.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "machine": {**machine_info(), "onnxruntime": onnxruntime.__version__,
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "data": {"validation_seed": 5000, "per_class": args.per_class, "levels": [lv.key for lv in LEVELS],
                  "calibration": f"{args.calibration} pristine structures of generate_structures(seed=0) (the training seed)"},
         "threads": 1, "batch": BATCH, "timing_fingerprints": len(timing_set), "repeats": args.repeats,

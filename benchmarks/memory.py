@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -101,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/memory")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    from crystalface.evaluation.provenance import command_line, machine_info
+
     cells = pool(args.seed)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,9 +112,9 @@ def main(argv=None) -> int:
             path.unlink()
             print(n, results[str(n)], flush=True)
     out = {
-        "command": "python benchmarks/memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/memory.py", argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "structures": f"{len(cells)} distinct primitive cells (generate_structures seed {args.seed}), repeated",
         "workers": args.workers,
         "results": results,
@@ -122,8 +122,9 @@ def main(argv=None) -> int:
     target = Path(args.output)
     named = lambda suffix: target.with_name(target.name + suffix)  # noqa: E731 - "memory_0.1.1" keeps its dots
     named(".json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["# Peak memory of a streaming run", "", f"`{out['command']}` — {out['date']}, {out['machine']['platform']}, "
-             f"{out['machine']['cpus']} CPUs", "", f"{out['structures']}; `crystalface classify FILE -o labels.jsonl "
+    lines = ["# Peak memory of a streaming run", "", f"`{out['command']}` — {out['date']}, commit "
+             f"`{out['machine']['commit'] or 'unknown'}` (crystalface {out['machine']['crystalface']}), "
+             f"{out['machine']['platform']}, {out['machine']['cpus']} CPUs", "", f"{out['structures']}; `crystalface classify FILE -o labels.jsonl "
              f"--workers {args.workers}`; peak of the summed RSS of the process tree, sampled every 0.1 s.", "",
              "| frames | file (MB) | wall time (s) | structures/s | peak RSS, all processes (MB) | median RSS, last tenth minus second tenth (MB) |",
              "|---:|---:|---:|---:|---:|---:|",
