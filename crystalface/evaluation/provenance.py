@@ -47,16 +47,17 @@ def machine_info() -> dict:
     except ImportError:
         moyopy_version = None
     package = Path(crystalface.__file__).resolve().parent
+    commit = dirty = None
     try:
         # the checkout's commit only if the package is one of its files (an installed copy in a
         # virtual environment inside some checkout is not)
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], capture_output=True,
-                                 timeout=10, cwd=package).returncode == 0
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=package).stdout.strip() or None if tracked else None
-        changed = subprocess.run(["git", "status", "--porcelain", "--", str(package)], capture_output=True,
-                                 text=True, timeout=10, cwd=package).stdout.strip()
-        dirty = bool(changed) if commit else None
+        if subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], capture_output=True,
+                          timeout=10, cwd=package).returncode == 0:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                    cwd=package).stdout.strip() or None
+        if commit:
+            dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", str(package)], capture_output=True,
+                                        text=True, timeout=10, cwd=package).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit = dirty = None
     return {
