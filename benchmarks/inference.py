@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from crystalface import fingerprint, load_model, scale  # noqa: E402
+from crystalface import fingerprint, load_model  # noqa: E402
 from crystalface.evaluation.provenance import command_line, machine_info  # noqa: E402
 from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 
@@ -57,7 +57,7 @@ def _fingerprints_of(args):
     for i, atoms in items:
         cluster = descriptor.cluster(atoms)
         for level in LEVELS:
-            out[level.key].append(scale(defect(cluster, level, seed, i), descriptor.scaling))
+            out[level.key].append(descriptor.scale(defect(cluster, level, seed, i)))
     return {k: fingerprint(v, descriptor.df2d) for k, v in out.items()}
 
 

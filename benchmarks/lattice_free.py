@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/lattice_free")
     args = parser.parse_args(argv)
 
-    from crystalface import fingerprint, load_model, scale
+    from crystalface import fingerprint, load_model
     from crystalface.classes import CLASSES
     from crystalface.dataset import generate_structures
     from crystalface.evaluation.provenance import command_line, machine_info
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     for level in levels:
         defective = [defect(c, level, args.seed, i) for i, c in enumerate(clusters)]
         t0 = time.perf_counter()
-        images = fingerprint([scale(c, descriptor.scaling) for c in defective], descriptor.df2d)
+        images = fingerprint([descriptor.scale(c) for c in defective], descriptor.df2d)
         based = [model.classes[k] for k in model.predict_proba(images).argmax(axis=1)]
         t1 = time.perf_counter()
         # the rotation stream is its own: structure i gets the same rotation at every level

@@ -34,7 +34,7 @@ CENTRES = {"fcc": 60.0, "bcc": 109.4712206, "sc": 90.0}
 
 def strain_tolerance(model, seed: int, realisations: int = 10) -> dict:
     """Fraction of rhombohedrally strained cubic lattices given their cubic class, per class and +-delta."""
-    from crystalface import displace, fingerprint, scale
+    from crystalface import displace, fingerprint
     from crystalface.evaluation.transitions import rhombohedral_lattice
 
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def strain_tolerance(model, seed: int, realisations: int = 10) -> dict:
             for sign in (-1, 1):
                 cluster = model.descriptor.cluster(rhombohedral_lattice(centre + sign * delta))
                 for _ in range(realisations):
-                    clusters.append(scale(displace(cluster, 0.02, seed=int(rng.integers(1 << 30))), model.descriptor.scaling))
+                    clusters.append(model.descriptor.scale(displace(cluster, 0.02, seed=int(rng.integers(1 << 30)))))
             proba, _ = model.predict(fingerprint(clusters, model.descriptor.df2d))
             out[f"{cls} +-{delta:g}"] = float(np.mean(np.array(model.classes)[proba.argmax(1)] == cls))
     return out

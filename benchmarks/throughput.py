@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     import spglib
     import torch
 
-    from crystalface import fingerprint, fingerprint_reference, load_model, read_structures, scale
+    from crystalface import fingerprint, fingerprint_reference, load_model, read_structures
     from crystalface.batch import CHUNK
     from crystalface.cell import LatticeFound, standard_cell
     from crystalface.cluster import _cluster
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         # every step, so that one-time costs (lazy imports, first calls into torch) are not counted
         torch.set_num_threads(1)
         warm = [e.atoms for _, e in zip(range(8), read_structures(path))]
-        warm_images = fingerprint([scale(_cluster(standard_cell(a), descriptor.n_atoms, None), descriptor.scaling)
+        warm_images = fingerprint([descriptor.scale(_cluster(standard_cell(a), descriptor.n_atoms, None))
                                    for a in warm], descriptor.df2d)
         warm_proba, warm_novelty = model.predict(warm_images)
         assess(warm_proba, warm_images, warm, descriptor.df2d, warm_novelty)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
                 clusters = [_cluster(c, descriptor.n_atoms, None) for c in cells]
                 steps["cluster"] = steps.get("cluster", 0.0) + time.perf_counter() - start
                 start = time.perf_counter()
-                scaled = [scale(c, descriptor.scaling) for c in clusters]
+                scaled = [descriptor.scale(c) for c in clusters]
                 steps["scale"] = steps.get("scale", 0.0) + time.perf_counter() - start
                 start = time.perf_counter()
                 images = fingerprint(scaled, descriptor.df2d)

@@ -35,7 +35,6 @@ from .classify import Prediction
 from .confidence import score as confidence_score
 from .confidence import THRESHOLD, doubts
 from .model import Model, load_model
-from .scaling import scale
 
 __all__ = ["local_lattice", "oriented_cluster", "classify_cluster", "classify_clusters"]
 
@@ -298,7 +297,7 @@ def classify_clusters(
             if oriented is None:
                 errors.append("no crystal lattice found in the cluster")
                 continue
-            scaled.append(scale(oriented, descriptor.scaling))
+            scaled.append(descriptor.scale(oriented))
             errors.append(None)
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0])

@@ -145,7 +145,6 @@ def _window_chunk(args) -> tuple[np.ndarray, np.ndarray]:
 
     from .fingerprint import fingerprint
     from .local import oriented_cluster
-    from .scaling import scale
 
     if threads:
         torch.set_num_threads(threads)
@@ -155,7 +154,7 @@ def _window_chunk(args) -> tuple[np.ndarray, np.ndarray]:
         try:
             oriented = oriented_cluster(Atoms(numbers=numbers, positions=positions), centre, descriptor.n_atoms)
             if oriented is not None:
-                scaled.append(scale(oriented, descriptor.scaling))
+                scaled.append(descriptor.scale(oriented))
                 lattices[k] = oriented.info["lattice"] @ oriented.info["rotation"].T
         except (StructureError, ValueError):
             lattices[k] = np.nan

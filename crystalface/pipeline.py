@@ -21,7 +21,7 @@ from .cell import LatticeFound, StructureError, atoms_only, lattice_found, stand
 from .cluster import _cluster
 from .confidence import vacuum_fraction
 from .fingerprint import DF2D, fingerprint
-from .scaling import SCALINGS, scale
+from .scaling import LEGACY_SHELL_BANDWIDTH, SCALINGS, SHELL_BANDWIDTH, scale
 
 __all__ = ["Descriptor", "compute_fingerprints"]
 
@@ -38,6 +38,10 @@ class Descriptor:
         Nearest-neighbour distance estimator used for length scaling: "shell" (default: first peak
         of the pair-distance distribution, unbiased under noise and vacancies), "mean" (the paper's
         mean of each atom's shortest distance) or "median".
+    shell_bandwidth : float
+        Smoothing width of the "shell" estimator, in units of the nearest-neighbour distance
+        (:data:`crystalface.scaling.SHELL_BANDWIDTH`). A model card without it was written before
+        crystalface 0.1.9, whose estimator used 0.04 (:data:`~crystalface.scaling.LEGACY_SHELL_BANDWIDTH`).
     df2d : DF2D
         Diffraction geometry and image parameters.
 
@@ -50,11 +54,14 @@ class Descriptor:
 
     n_atoms: int = 256
     scaling: str = "shell"
+    shell_bandwidth: float = SHELL_BANDWIDTH
     df2d: DF2D = field(default_factory=DF2D)
 
     def __post_init__(self):
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if not 0 < self.shell_bandwidth <= 0.2:
+            raise ValueError(f"shell_bandwidth must be in (0, 0.2], got {self.shell_bandwidth!r}")
         if self.n_atoms < 32:
             raise ValueError(f"n_atoms must be at least 32, got {self.n_atoms}")
 
@@ -65,6 +72,7 @@ class Descriptor:
     def from_dict(cls, data: dict) -> "Descriptor":
         data = dict(data)
         data["df2d"] = DF2D(**data.get("df2d", {}))
+        data.setdefault("shell_bandwidth", LEGACY_SHELL_BANDWIDTH)  # cards written before the field existed
         return cls(**data)
 
     def cluster(self, atoms: Atoms) -> Atoms:
@@ -86,9 +94,13 @@ class Descriptor:
         n = max(2, int(round(self.n_atoms * cell.info.get("occupancy", 1.0))))
         return _cluster(cell, n, None)
 
+    def scale(self, cluster: Atoms) -> Atoms:
+        """Step 5: the cluster in units of its nearest-neighbour distance, by this descriptor's estimator."""
+        return scale(cluster, self.scaling, self.shell_bandwidth)
+
     def fingerprints(self, clusters: Sequence[Atoms]) -> np.ndarray:
         """Steps 5-6: scale and fingerprint finite clusters, batched: (B, 3, n, n)."""
-        return fingerprint([scale(c, self.scaling) for c in clusters], self.df2d)
+        return fingerprint([self.scale(c) for c in clusters], self.df2d)
 
     def __call__(self, atoms: Atoms) -> np.ndarray:
         """Fingerprint of one periodic structure, (3, n, n)."""
@@ -125,7 +137,7 @@ def _fingerprint_chunk(descriptor, structures, transform, augment=None,
             if transform is not None:
                 c = transform(c)
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
-            c = scale(c, descriptor.scaling)
+            c = descriptor.scale(c)
             scaled.append(c if augment is None else augment(c))
             errors.append(None)
         except (StructureError, ValueError) as exc:

@@ -8,22 +8,32 @@ from scipy.spatial import cKDTree
 
 from .cell import StructureError, _lengths, atoms_only
 
-__all__ = ["nearest_neighbour_distance", "scale", "SCALINGS"]
+__all__ = ["nearest_neighbour_distance", "scale", "SCALINGS", "SHELL_BANDWIDTH", "LEGACY_SHELL_BANDWIDTH"]
 
 #: Estimators of the nearest-neighbour distance: the paper's mean of each atom's shortest distance,
 #: its median, and "shell", the position of the first peak of the pair-distance distribution.
 SCALINGS = ("mean", "median", "shell")
 
+#: Width (standard deviation, in units of the typical nearest-neighbour distance) of the Gaussian
+#: that smooths the pair-distance histogram of the "shell" estimator. 0.02 keeps a first shell split
+#: by ~10 % (alpha-As, beta-Sn, non-ideal hcp) resolved under noise up to ~0.1 Å, so that the
+#: estimate stays on the first sub-shell instead of jumping to the merged peak; chosen on the
+#: validation set (seed 5000), see docs/method.md "The width of the shell estimator".
+SHELL_BANDWIDTH = 0.02
+#: The width before crystalface 0.1.9: what models whose card names no ``shell_bandwidth`` were trained with.
+LEGACY_SHELL_BANDWIDTH = 0.04
 
-def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float) -> float:
+
+def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float, bandwidth: float = SHELL_BANDWIDTH) -> float:
     """Position (Å) of the first peak of the pair-distance distribution.
 
     Every atom's shortest distance is biased by defects: Gaussian noise shortens the minimum over a
     shell (by ~4 % for 0.1 Å on a 2.5 Å bond), and an atom whose whole first shell is vacant reports
     its second shell. The pair-distance distribution is not: noise broadens its first peak
-    symmetrically and vacancies thin every shell alike. So: smooth the histogram of pair distances,
-    take its first peak that is at least 30 % as high as the highest one below 2 x ``rough``, and
-    return the mean of the pair distances within 8 % of it.
+    symmetrically and vacancies thin every shell alike. So: smooth the histogram of pair distances
+    with a Gaussian of width ``bandwidth`` x ``rough``, take its first peak that is at least 30 % as
+    high as the highest one below 2 x ``rough``, and return the mean of the pair distances within
+    8 % of it.
     """
     pairs = tree.query_pairs(2.0 * rough, output_type="ndarray")
     r = _lengths(positions[pairs[:, 0]] - positions[pairs[:, 1]])
@@ -33,7 +43,7 @@ def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float) -> float:
 
     width = 0.005 * rough
     hist, edges = np.histogram(r, bins=int(np.ceil(2.0 / 0.005)), range=(0.0, 2.0 * rough))
-    smooth = gaussian_filter1d(hist.astype(float), sigma=0.04 / 0.005, mode="constant")
+    smooth = gaussian_filter1d(hist.astype(float), sigma=bandwidth / 0.005, mode="constant")
     peaks = _prominent_peaks(smooth, 0.05 * smooth.max())
     peaks = peaks[smooth[peaks] >= 0.3 * smooth.max()]
     if len(peaks) == 0:
@@ -79,12 +89,12 @@ def _prominence(x: np.ndarray, peak: int) -> float:
     return x[peak] - max(left_min, right_min)
 
 
-def nearest_neighbour_distance(atoms: Atoms, method: str = "shell") -> float:
+def nearest_neighbour_distance(atoms: Atoms, method: str = "shell", bandwidth: float = SHELL_BANDWIDTH) -> float:
     """Nearest-neighbour distance of a finite cluster in Å.
 
     ``method`` "mean" (the paper) and "median" summarise each atom's shortest distance over atoms;
     "shell" is the first peak of the pair-distance distribution, which neither noise nor vacancies
-    shift (see :func:`_first_shell`).
+    shift (see :func:`_first_shell`), found after smoothing by ``bandwidth`` (:data:`SHELL_BANDWIDTH`).
 
     Examples
     --------
@@ -96,6 +106,8 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "shell") -> float:
     atoms_only(atoms, "nearest_neighbour_distance")
     if method not in SCALINGS:
         raise ValueError(f"method must be one of {SCALINGS}, got {method!r}")
+    if not 0 < bandwidth <= 0.2:
+        raise ValueError(f"bandwidth must be in (0, 0.2] (units of the nearest-neighbour distance), got {bandwidth!r}")
     if len(atoms) < 2:
         raise StructureError("a cluster needs at least two atoms to measure a nearest-neighbour distance")
     tree = cKDTree(atoms.positions)
@@ -106,11 +118,11 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "shell") -> float:
         i = int(np.argmin(d))
         raise StructureError(f"atoms overlap: atom {i} is {d[i]:.2g} Å from another atom (typical spacing {typical:.3g} Å)")
     if method == "shell":
-        return _first_shell(atoms.positions, tree, typical)
+        return _first_shell(atoms.positions, tree, typical, bandwidth)
     return float(np.mean(d) if method == "mean" else typical)
 
 
-def scale(atoms: Atoms, method: str = "shell") -> Atoms:
+def scale(atoms: Atoms, method: str = "shell", bandwidth: float = SHELL_BANDWIDTH) -> Atoms:
     """Divide all positions by the nearest-neighbour distance (SPEC step 5); returns a new cluster.
 
     The default estimator, "shell", is the first peak of the pair-distance distribution; the paper's
@@ -130,7 +142,7 @@ def scale(atoms: Atoms, method: str = "shell") -> Atoms:
     2.5456
     """
     atoms_only(atoms, "scale")
-    d = nearest_neighbour_distance(atoms, method)
+    d = nearest_neighbour_distance(atoms, method, bandwidth)
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions / d, pbc=False)
     out.info.update(atoms.info)
     out.info["nn_distance"] = d

@@ -264,8 +264,9 @@ def test_a_label_the_lattice_proves_keeps_its_confidence_whatever_the_novelty():
 
 def test_hot_bcc_far_from_the_training_crystals_is_confident_on_its_cubic_lattice():
     """250 atoms of bcc Fe at Lindemann 0.1 (sigma 0.25 Å per axis): the network says bcc for every
-    draw, but thermal noise moves the features of some beyond twice the farthest training crystal.
-    Their lattice is exactly cI with one site, which only bcc has; before 0.1.6 those were not confident."""
+    draw, but thermal noise moves the features of some beyond twice the farthest training crystal
+    (one of these ten since 0.1.9's sharper length scale, two before). Their lattice is exactly cI
+    with one site, which only bcc has; before 0.1.6 those were not confident."""
     from crystalface import classify
 
     pristine = bulk("Fe", "bcc", a=2.87, cubic=True).repeat(5)
@@ -274,7 +275,7 @@ def test_hot_bcc_far_from_the_training_crystals_is_confident_on_its_cubic_lattic
         prediction = classify(_hot(pristine, 0.1 * 2.4855, seed))
         assert prediction.label == "bcc" and prediction.confident
         far += prediction.novelty > 2
-    assert far >= 2
+    assert far >= 1  # the lattice check, not the novelty, made at least one of them confident
 
 
 def test_hot_diamond_called_hex_rh_in_its_md_cell_is_not_confident():

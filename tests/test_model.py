@@ -97,3 +97,24 @@ def test_prediction_rectifies_in_place_with_the_same_numbers_as_the_gradient_pat
     assert slow.requires_grad and torch.equal(fast, slow.detach())
     assert torch.equal(x, before)  # the input itself is never rectified
     assert not any(getattr(m, "inplace", False) for m in net.modules())  # what explain checks
+
+
+def test_a_card_without_shell_bandwidth_means_the_estimator_before_it(prototypes):
+    from crystalface import cluster, scale, standard_cell
+    from crystalface.scaling import LEGACY_SHELL_BANDWIDTH, SHELL_BANDWIDTH
+
+    old = Descriptor().to_dict()
+    del old["shell_bandwidth"]  # a card written by crystalface < 0.1.9
+    assert Descriptor.from_dict(old).shell_bandwidth == LEGACY_SHELL_BANDWIDTH
+    assert Descriptor.from_dict(Descriptor().to_dict()) == Descriptor()
+    assert Descriptor().shell_bandwidth == SHELL_BANDWIDTH
+    from crystalface import displace
+
+    ball = displace(cluster(standard_cell(prototypes["hex/rh (hR)"]), n_atoms=256), sigma=0.1, seed=1)  # alpha-As, 0.1 Å
+    distances = {}
+    for width in (SHELL_BANDWIDTH, LEGACY_SHELL_BANDWIDTH):
+        distances[width] = Descriptor(shell_bandwidth=width).scale(ball).info["nn_distance"]
+        assert distances[width] == scale(ball, bandwidth=width).info["nn_distance"]
+    assert distances[SHELL_BANDWIDTH] != distances[LEGACY_SHELL_BANDWIDTH]
+    with pytest.raises(ValueError, match="shell_bandwidth"):
+        Descriptor(shell_bandwidth=0.0)

@@ -407,7 +407,7 @@ def _crystalface_task(level: Level, seed: int, items):
     for i, c in zip(indices, clusters):
         try:
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
-            scaled_ok.append(scale(c, descriptor.scaling))
+            scaled_ok.append(descriptor.scale(c))
             good.append(i)
         except (StructureError, ValueError) as exc:
             errors[i] = str(exc).splitlines()[0]
@@ -423,7 +423,7 @@ def _periodic_task(level: Level, seed: int, items):
     good, scaled_ok, errors = [], [], {}
     for i, cell in items:
         try:
-            scaled_ok.append(scale(descriptor.cluster(defect(cell, level, seed, i)), descriptor.scaling))
+            scaled_ok.append(descriptor.scale(descriptor.cluster(defect(cell, level, seed, i))))
             good.append(i)
         except (StructureError, ValueError) as exc:
             errors[i] = str(exc).splitlines()[0]

@@ -47,7 +47,7 @@ from .workers import STATE, init_worker
 from ..cell import StructureError
 from ..defects import displace
 from ..fingerprint import fingerprint
-from ..scaling import nearest_neighbour_distance, scale
+from ..scaling import nearest_neighbour_distance
 
 __all__ = [
     "BCC_SC_FRAMES", "EXPERIMENTS", "SPECIAL_ANGLES", "body_centre_mask", "crossing_interval", "first_crossing", "remove_body_centres",
@@ -89,7 +89,7 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
     for j, item in enumerate(items):
         try:
             # scaled one by one, so that a bad cluster fails alone and not its whole batch
-            clusters.append(scale(builder(base, item, descriptor), descriptor.scaling))
+            clusters.append(descriptor.scale(builder(base, item, descriptor)))
             ok.append(j)
             errors.append(None)
         except (StructureError, ValueError) as exc:
@@ -866,7 +866,7 @@ def run_amorphous(
     per_crystal = {}
     for ci, source in enumerate(sources):
         cluster = model.descriptor.cluster(source.primitive())
-        d_nn = nearest_neighbour_distance(cluster, model.descriptor.scaling)
+        d_nn = nearest_neighbour_distance(cluster, model.descriptor.scaling, model.descriptor.shell_bandwidth)
         items = [(float(L * d_nn), seed, (_TAG_AMORPHOUS, ci, s, r)) for s, L in enumerate(lindemann) for r in range(realisations)]
         proba, scores, errors = _classify(model, _displaced, cluster, items, workers, progress, f"amorphous {source.name}")
         proba = proba.reshape(steps, realisations, -1)
