@@ -94,12 +94,14 @@ def main(argv=None) -> int:
             scales = np.array([s for _, _, s in done])
             if pristine_scale is None:
                 pristine_scale = dict(zip([i for i, _, _ in done], scales)) if text == "0" else None
+            # one fingerprint per distinct scale of a cluster: most clusters get the same scale at every width
+            distinct = sorted({(j, float(s[k])) for j, (_, _, s) in enumerate(done) for k in range(len(args.widths))})
+            images = fingerprint([Atoms(numbers=done[j][1].numbers, positions=done[j][1].positions / d) for j, d in distinct],
+                                 descriptor.df2d)
+            label_of = dict(zip(distinct, np.array(model.classes)[model.predict_proba(images).argmax(1)]))
             errors, moved = [], []
             for k, width in enumerate(args.widths):
-                images = fingerprint([Atoms(numbers=c.numbers, positions=c.positions / s[k]) for _, c, s in done],
-                                     descriptor.df2d)
-                predicted = np.array(model.classes)[model.predict_proba(images).argmax(1)]
-                wrong = [i for (i, _, _), p in zip(done, predicted) if p != labels[i]]
+                wrong = [i for j, (i, _, s) in enumerate(done) if label_of[(j, float(s[k]))] != labels[i]]
                 errors.append(len(wrong))
                 if pristine_scale is not None:
                     ratio = np.array([s[k] / pristine_scale[i][k] for i, _, s in done])
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
         "levels": rows, "seconds": round(time.perf_counter() - start, 1),
     }
     out = Path(args.output)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=1) + "\n")
     widths = [str(w) for w in args.widths]
     lines = [
         "# Width of the shell estimator, on the validation seed", "",
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
         cells = [f"{row['errors'][w]}" + (f" ({moved[w]})" if moved and text != "0" else "") for w in widths]
         lines.append(f"| {text} | " + " | ".join(cells) + " |")
     lines += ["", f"Total {results['seconds']:.0f} s on {args.workers} processes."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
