@@ -100,7 +100,7 @@ def test_prediction_rectifies_in_place_with_the_same_numbers_as_the_gradient_pat
 
 
 def test_a_card_without_shell_bandwidth_means_the_estimator_before_it(prototypes):
-    from crystalface import cluster, scale, standard_cell
+    from crystalface import cluster, displace, scale, standard_cell
     from crystalface.scaling import LEGACY_SHELL_BANDWIDTH, SHELL_BANDWIDTH
 
     old = Descriptor().to_dict()
@@ -108,8 +108,6 @@ def test_a_card_without_shell_bandwidth_means_the_estimator_before_it(prototypes
     assert Descriptor.from_dict(old).shell_bandwidth == LEGACY_SHELL_BANDWIDTH
     assert Descriptor.from_dict(Descriptor().to_dict()) == Descriptor()
     assert Descriptor().shell_bandwidth == SHELL_BANDWIDTH
-    from crystalface import displace
-
     ball = displace(cluster(standard_cell(prototypes["hex/rh (hR)"]), n_atoms=256), sigma=0.1, seed=1)  # alpha-As, 0.1 Å
     distances = {}
     for width in (SHELL_BANDWIDTH, LEGACY_SHELL_BANDWIDTH):
