@@ -268,8 +268,8 @@ def main(argv=None) -> int:
         "paths": results,
     }
     out = Path(args.output)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    out.with_name(out.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.with_name(out.name + ".md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -96,9 +96,9 @@ def main(argv=None) -> int:
     }
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
-    path.with_suffix(".md").write_text(_markdown(out, CLASSES))
-    print(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')} ({elapsed:.0f} s)")
+    path.with_name(path.name + ".json").write_text(json.dumps(out, indent=1) + "\n")
+    path.with_name(path.name + ".md").write_text(_markdown(out, CLASSES))
+    print(f"wrote {path.with_name(path.name + '.json')} and {path.with_name(path.name + '.md')} ({elapsed:.0f} s)")
     return 0
 
 

@@ -230,9 +230,9 @@ def main(argv=None) -> int:
     _histogram(conf, core, surface, (n_ptm == "other") & ~surface, out_path.with_name(out_path.name + "_nanoparticle_confidence.png"))
     print(f"nanoparticle: {nmap.counts()} in {nwall:.0f} s", flush=True)
 
-    out_path.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    out_path.with_suffix(".md").write_text(_markdown(report))
-    print(f"wrote {out_path.with_suffix('.json')}, {out_path.with_suffix('.md')} and the PNGs")
+    out_path.with_name(out_path.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    out_path.with_name(out_path.name + ".md").write_text(_markdown(report))
+    print(f"wrote {out_path.with_name(out_path.name + '.json')}, {out_path.with_name(out_path.name + '.md')} and the PNGs")
     return 0
 
 

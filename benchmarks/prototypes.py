@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    output.with_suffix(".md").write_text(markdown(results) + "\n")
+    output.with_name(output.name + ".json").write_text(json.dumps(results, indent=1) + "\n")
+    output.with_name(output.name + ".md").write_text(markdown(results) + "\n")
     print(markdown(results))
     return 0
 

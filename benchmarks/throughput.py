@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         "peak_rss_largest_worker_mb": max(r["end_to_end_process"]["peak_rss_largest_worker_mb"] for r in rounds),
     }
     out = Path(args.output)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Throughput: file on disk to label", "",
         f"`{results['command']}` — {results['date']}, commit `{results['machine']['commit'] or 'unknown'}` "
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
         "| symmetry finder (noisy structures) | ms / structure | its time / ours end to end | per core |", "|---|---:|---:|---:|",
         *[f"| {k} | {1e3 * v:.1f} | {ratio_noisy[k]:.2f} | {ratio_noisy[k] / cores:.2f} |" for k, v in baselines_noisy.items()], "",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    out.with_name(out.name + ".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
