@@ -21,7 +21,7 @@ from .cell import LatticeFound, StructureError, atoms_only, lattice_found, stand
 from .cluster import _cluster
 from .confidence import vacuum_fraction
 from .fingerprint import DF2D, fingerprint
-from .scaling import LEGACY_SHELL_BANDWIDTH, SCALINGS, SHELL_BANDWIDTH, scale
+from .scaling import LEGACY_SHELL_BANDWIDTH, SCALINGS, SHELL_BANDWIDTH, _check_bandwidth, scale
 
 __all__ = ["Descriptor", "compute_fingerprints"]
 
@@ -60,8 +60,7 @@ class Descriptor:
     def __post_init__(self):
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
-        if not 0 < self.shell_bandwidth <= 0.2:
-            raise ValueError(f"shell_bandwidth must be in (0, 0.2], got {self.shell_bandwidth!r}")
+        _check_bandwidth(self.shell_bandwidth, "shell_bandwidth")
         if self.n_atoms < 32:
             raise ValueError(f"n_atoms must be at least 32, got {self.n_atoms}")
 

@@ -24,6 +24,12 @@ SHELL_BANDWIDTH = 0.02
 LEGACY_SHELL_BANDWIDTH = 0.04
 
 
+def _check_bandwidth(value: float, name: str = "bandwidth") -> None:
+    """Raise ValueError unless ``value`` is a smoothing width in (0, 0.2] nearest-neighbour distances."""
+    if not 0 < value <= 0.2:
+        raise ValueError(f"{name} must be in (0, 0.2] (units of the nearest-neighbour distance), got {value!r}")
+
+
 def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float, bandwidth: float = SHELL_BANDWIDTH) -> float:
     """Position (Å) of the first peak of the pair-distance distribution.
 
@@ -106,8 +112,7 @@ def nearest_neighbour_distance(atoms: Atoms, method: str = "shell", bandwidth: f
     atoms_only(atoms, "nearest_neighbour_distance")
     if method not in SCALINGS:
         raise ValueError(f"method must be one of {SCALINGS}, got {method!r}")
-    if not 0 < bandwidth <= 0.2:
-        raise ValueError(f"bandwidth must be in (0, 0.2] (units of the nearest-neighbour distance), got {bandwidth!r}")
+    _check_bandwidth(bandwidth)
     if len(atoms) < 2:
         raise StructureError("a cluster needs at least two atoms to measure a nearest-neighbour distance")
     tree = cKDTree(atoms.positions)
