@@ -27,17 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-LEVELS = ("0", "0.08", "0.1", "0.15", "0.2", "50:0", "60:0", "70:0", "80:0", "20:0.04", "30:0.08")
+#: The levels of benchmarks/model_selection.py (σ in Å, vacancies in %, combined PERCENT:SIGMA), after pristine.
+SIGMAS = ("0.08", "0.1", "0.15", "0.2")
+VACANCIES = ("50", "60", "70", "80")
+COMBINED = ("20:0.04", "30:0.08")
 WIDTHS = (0.04, 0.03, 0.025, 0.02, 0.015, 0.01)
 SEED = 5000
-
-
-def _level(text: str):
-    """'0.08' (sigma in Å) or '30:0.08' (vacancy %, sigma in Å) -> Level."""
-    from crystalface.evaluation.robustness import Level
-
-    vacancy, sigma = text.split(":") if ":" in text else ("0", text)
-    return Level(vacancy=float(vacancy) / 100, sigma=float(sigma))
 
 
 def _cluster(args):
@@ -53,9 +48,8 @@ def _scales(args):
     from crystalface.evaluation.robustness import defect
     from crystalface.scaling import nearest_neighbour_distance
 
-    index, cluster, level_text, widths = args
-    level = _level(level_text)
-    damaged = defect(cluster, level, SEED, index) if (level.sigma or level.vacancy) else cluster
+    index, cluster, level, widths = args
+    damaged = defect(cluster, level, SEED, index)
     return index, damaged, [nearest_neighbour_distance(damaged, "shell", w) for w in widths]
 
 
@@ -63,7 +57,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model .safetensors (default: the shipped one)")
     parser.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
-    parser.add_argument("--levels", nargs="+", default=list(LEVELS), help="sigma in Å, or vacancy%%:sigma")
+    parser.add_argument("--sigmas", nargs="*", default=list(SIGMAS), help="Gaussian σ in Å")
+    parser.add_argument("--vacancies", nargs="*", default=list(VACANCIES), help="vacancy levels in %%")
+    parser.add_argument("--combined", nargs="*", default=list(COMBINED), help="PERCENT:SIGMA pairs")
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default="benchmarks/shell_width")
@@ -76,7 +72,9 @@ def main(argv=None) -> int:
     from crystalface.classes import CLASSES
     from crystalface.dataset import generate_structures
     from crystalface.evaluation.provenance import command_line, machine_info
+    from crystalface.evaluation.robustness import parse_levels
 
+    levels = parse_levels(args.sigmas, args.vacancies, args.combined)  # pristine first
     start = time.perf_counter()
     model = load_model(args.model)
     descriptor = model.descriptor
@@ -86,29 +84,24 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         clusters = list(tqdm(pool.map(_cluster, [(descriptor, a) for a, _ in drawn], chunksize=32),
                              total=len(drawn), desc="clusters"))
-        pristine_scale = None
         rows = {}
-        for text in args.levels:
-            items = [(i, c, text, args.widths) for i, c in enumerate(clusters) if c is not None]
-            done = list(tqdm(pool.map(_scales, items, chunksize=32), total=len(items), desc=f"level {text}"))
-            scales = np.array([s for _, _, s in done])
-            if pristine_scale is None:
-                pristine_scale = dict(zip([i for i, _, _ in done], scales)) if text == "0" else None
+        for level in levels:
+            items = [(i, c, level, args.widths) for i, c in enumerate(clusters) if c is not None]
+            done = list(tqdm(pool.map(_scales, items, chunksize=32), total=len(items), desc=level.label))
+            if level.kind == "pristine":
+                pristine_scale = {i: s for i, _, s in done}
             # one fingerprint per distinct scale of a cluster: most clusters get the same scale at every width
             distinct = sorted({(j, float(s[k])) for j, (_, _, s) in enumerate(done) for k in range(len(args.widths))})
             images = fingerprint([Atoms(numbers=done[j][1].numbers, positions=done[j][1].positions / d) for j, d in distinct],
                                  descriptor.df2d)
             label_of = dict(zip(distinct, np.array(model.classes)[model.predict_proba(images).argmax(1)]))
             errors, moved = [], []
-            for k, width in enumerate(args.widths):
-                wrong = [i for j, (i, _, s) in enumerate(done) if label_of[(j, float(s[k]))] != labels[i]]
-                errors.append(len(wrong))
-                if pristine_scale is not None:
-                    ratio = np.array([s[k] / pristine_scale[i][k] for i, _, s in done])
-                    moved.append(int(np.sum(np.abs(ratio - 1) > 0.03)))
-            rows[text] = {"n": len(done), "errors": dict(zip(map(str, args.widths), errors)),
-                          "scale_moved_over_3_percent": dict(zip(map(str, args.widths), moved)) if moved else None}
-            print(text, rows[text], flush=True)
+            for k in range(len(args.widths)):
+                errors.append(sum(label_of[(j, float(s[k]))] != labels[i] for j, (i, _, s) in enumerate(done)))
+                moved.append(sum(abs(s[k] / pristine_scale[i][k] - 1) > 0.03 for i, _, s in done))
+            rows[level.key] = {"n": len(done), "errors": dict(zip(map(str, args.widths), errors)),
+                               "scale_moved_over_3_percent": dict(zip(map(str, args.widths), map(int, moved)))}
+            print(level.key, rows[level.key], flush=True)
 
     results = {
         "command": command_line("benchmarks/shell_width.py", argv),
@@ -128,15 +121,16 @@ def main(argv=None) -> int:
         f"`{results['command']}` — {results['date']}, commit `{results['machine'].get('commit')}`", "",
         f"Errors out of {7 * args.per_class} structures per level (validation seed {SEED}; {results['cluster_failures']} "
         "without a cluster), the same weights, clusters and defects in every column; only the smoothing width of "
-        "the pair-distance histogram (in nearest-neighbour distances) changes. Level: σ in Å, or vacancies %:σ. "
+        "the pair-distance histogram (in nearest-neighbour distances) changes. "
         "In brackets: clusters whose length scale moved more than 3 % from their pristine cluster's at the same width.", "",
         "| level | " + " | ".join(widths) + " |",
         "|---|" + "---:|" * len(widths),
     ]
-    for text, row in rows.items():
-        moved = row["scale_moved_over_3_percent"]
-        cells = [f"{row['errors'][w]}" + (f" ({moved[w]})" if moved and text != "0" else "") for w in widths]
-        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    for level in levels:
+        row = rows[level.key]
+        moved = "" if level.kind == "pristine" else " ({})"
+        cells = [f"{row['errors'][w]}" + moved.format(row["scale_moved_over_3_percent"][w]) for w in widths]
+        lines.append(f"| {level.label} | " + " | ".join(cells) + " |")
     lines += ["", f"Total {results['seconds']:.0f} s on {args.workers} processes."]
     out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -49,16 +49,16 @@ def test_fingerprint_speed_script_writes_the_kernels_agreement_and_the_machine(t
 
 def test_shell_width_script_scores_every_width_on_the_same_structures(tmp_path):
     out = tmp_path / "widths"
-    _run("shell_width.py", "--per-class", "2", "--widths", "0.04", "0.02", "--levels", "0", "0.1", "--workers", "1",
-         "--output", str(out))
+    _run("shell_width.py", "--per-class", "2", "--widths", "0.04", "0.02", "--sigmas", "0.1", "--vacancies", "--combined",
+         "--workers", "1", "--output", str(out))
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["validation_seed"] == 5000 and result["model"]["weights_sha256"]
     levels = result["levels"]
-    assert list(levels) == ["0", "0.1"] and all(row["n"] == 14 - result["cluster_failures"] for row in levels.values())
+    assert list(levels) == ["pristine", "sigma0.1"] and all(row["n"] == 14 - result["cluster_failures"] for row in levels.values())
     for row in levels.values():
         assert set(row["errors"]) == {"0.04", "0.02"} and all(0 <= e <= row["n"] for e in row["errors"].values())
-    assert levels["0"]["scale_moved_over_3_percent"] == {"0.04": 0, "0.02": 0}  # the pristine cluster against itself
-    assert "| 0.1 |" in out.with_suffix(".md").read_text()
+    assert levels["pristine"]["scale_moved_over_3_percent"] == {"0.04": 0, "0.02": 0}  # the pristine cluster against itself
+    assert "| 0.1 Å |" in out.with_suffix(".md").read_text()
 
 
 def test_machine_info_names_the_checkouts_commit_and_whether_the_package_differs_from_it():
