@@ -193,6 +193,10 @@ def test_amorphous_tiny_run(model, tmp_path):
             crossing = rec["collapse"][key]
             assert crossing is None or (lo is not None and lo <= crossing and (hi is None or crossing <= hi)), key
         assert len(rec["confidence_score"]) == 3 and rec["confidence_score"][0] > 0.5  # L = 0: a confident crystal
+        # the score is P(label) x crystallinity, or 0 past the novelty limit: never above the crystallinity
+        assert all(s <= c + 1e-6 for s, c in zip(rec["confidence_score"], rec["crystallinity"]))
+        assert rec["crystallinity"][0] > 0.9 and rec["crystallinity"][-1] < 0.1  # crystal at L = 0, amorphous at 0.4
+        assert all(0 <= f <= 1 for f in rec["novelty_above_limit"]) and rec["novelty_above_limit"][0] == 0
         assert rec["sigma_angstrom"][-1] == pytest.approx(0.4 * rec["nn_distance_angstrom"], rel=1e-5)
         # L = 0 is the pristine crystal: same probabilities as classifying it directly, no spread
         pristine = model.predict_proba(model.descriptor(CRYSTALS[name].primitive())[None])[0]

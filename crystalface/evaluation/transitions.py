@@ -34,14 +34,14 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from ase import Atoms
 from ase.geometry import minkowski_reduce
 from tqdm.auto import tqdm
 
-from ..confidence import THRESHOLD as CONFIDENCE_THRESHOLD
+from ..confidence import NOVELTY_LIMIT, THRESHOLD as CONFIDENCE_THRESHOLD
 from .provenance import machine_info
 from .workers import STATE, init_worker
 from ..cell import StructureError
@@ -74,14 +74,24 @@ _COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "di
 # Batched classification of clusters, in worker processes
 
 
-def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+class Classified(NamedTuple):
+    """What :func:`_classify` returns for N clusters, in order (NaN where a cluster failed)."""
+
+    proba: np.ndarray  #: (N, n_classes) class probabilities
+    scores: np.ndarray  #: (N,) confidence scores (:func:`crystalface.confidence.score`)
+    crystallinity: np.ndarray  #: (N,) :func:`crystalface.confidence.crystallinity` of the fingerprints, a factor of the score
+    novelty: np.ndarray  #: (N,) the model's novelty; above NOVELTY_LIMIT the score is 0
+    errors: list  #: per cluster None or the one-line error
+
+
+def _classify_task(builder: Callable, base, items: list) -> Classified:
     """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
 
-    Returns probabilities (len(items), n_classes) and the confidence score of each prediction
-    (:func:`crystalface.confidence.score` with the model's novelty, as predictions have it), NaN where
-    a cluster failed, and per item None or the error.
+    Returns the probabilities, the confidence score of each prediction (:func:`crystalface.confidence.score`
+    with the model's novelty, as predictions have it) and its factors, NaN where a cluster failed,
+    and per item None or the error.
     """
-    from ..confidence import score as confidence_score
+    from ..confidence import bragg_fraction, crystallinity, score as confidence_score
 
     model = STATE["model"]
     descriptor = model.descriptor
@@ -95,16 +105,19 @@ def _classify_task(builder: Callable, base, items: list) -> tuple[np.ndarray, np
         except (StructureError, ValueError) as exc:
             errors.append(str(exc).splitlines()[0] or type(exc).__name__)
     proba = np.full((len(items), len(model.classes)), np.nan)
-    scores = np.full(len(items), np.nan)
+    scores, crystal, novelty = (np.full(len(items), np.nan) for _ in range(3))
     if clusters:
         images = fingerprint(clusters, descriptor.df2d)
-        proba[ok], novelty = model.predict(images)
-        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, novelty)
-    return proba, scores, errors
+        proba[ok], found = model.predict(images)
+        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, found)
+        crystal[ok] = crystallinity(bragg_fraction(images, descriptor.df2d))
+        if found is not None:
+            novelty[ok] = found
+    return Classified(proba, scores, crystal, novelty, errors)
 
 
-def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str):
-    """Probabilities (N, n_classes), confidence scores (N,) and errors of the clusters ``builder(base, item)``, in order."""
+def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str) -> Classified:
+    """:func:`_classify_task` over ``builder(base, item)`` of every item, in chunks on ``workers`` processes, in order."""
     items = list(items)
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     bar = tqdm(total=len(items), desc=desc, unit="structure", disable=not progress, leave=False)
@@ -121,9 +134,10 @@ def _classify(model, builder: Callable, base, items: Sequence, workers: int, pro
                 bar.update(len(chunk))
     bar.close()
     n = len(model.classes)
-    proba = np.concatenate([r[0] for r in results]) if results else np.zeros((0, n))
-    scores = np.concatenate([r[1] for r in results]) if results else np.zeros(0)
-    return proba, scores, [e for r in results for e in r[2]]
+    if not results:
+        return Classified(np.zeros((0, n)), *(np.zeros(0) for _ in range(3)), [])
+    return Classified(*(np.concatenate([getattr(r, k) for r in results]) for k in ("proba", "scores", "crystallinity", "novelty")),
+                      [e for r in results for e in r.errors])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,7 +520,7 @@ def run_bcc_sc(
     records = {}
     bcc, sc = classes.index("bcc"), classes.index("sc")
     for frame, base in _bcc_sc_bases(source, model.descriptor, frames).items():
-        proba, _, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
+        proba, *_, errors = _classify(model, _remove_from, base, items, workers, progress, f"bcc -> sc ({frame})")
         proba = proba.reshape(steps, realisations, -1)
         mean = np.nanmean(proba, axis=1)
         atoms, centres, _ = base
@@ -714,7 +728,7 @@ def run_rhombohedral(
     beta_po = float(PROTOTYPES["hR1"].references["beta-Po"]["alpha_rh"])
     coarse, fine = _angle_grid(n_angles, fine_halfwidth, fine_step, beta_po)
     all_angles = np.concatenate([coarse, *fine.values()])
-    proba, _, errors = _classify(model, _rhombohedral_cluster, (3.0, "Po"), all_angles, workers, progress, "rhombohedral")
+    proba, *_, errors = _classify(model, _rhombohedral_cluster, (3.0, "Po"), all_angles, workers, progress, "rhombohedral")
     labels = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "failed" for p in proba]
 
     def scan(angles, p, lab):
@@ -839,7 +853,8 @@ def run_amorphous(
         The content of amorphous.json: ``lindemann``; per crystal its ``class``, ``nn_distance_angstrom``,
         ``p_true`` (mean, std), ``accuracy`` (fraction of realisations labelled the true class),
         ``entropy_nats`` and ``entropy_normalised`` (mean predictive entropy, / ln n_classes),
-        ``probabilities`` (mean of every class) and ``collapse`` (L where mean P(true) falls below 0.5,
+        ``probabilities`` (mean of every class), ``confidence_score`` (mean) with two of its factors,
+        ``crystallinity`` (mean) and ``novelty_above_limit`` (fraction of realisations), and ``collapse`` (L where mean P(true) falls below 0.5,
         where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5, where the mean
         confidence score falls below its threshold; None if never) and ``collapse_interval`` (95 %
         bootstrap intervals over the realisations of the P(true) and score crossings,
@@ -868,7 +883,8 @@ def run_amorphous(
         cluster = model.descriptor.cluster(source.primitive())
         d_nn = nearest_neighbour_distance(cluster, model.descriptor.scaling, model.descriptor.shell_bandwidth)
         items = [(float(L * d_nn), seed, (_TAG_AMORPHOUS, ci, s, r)) for s, L in enumerate(lindemann) for r in range(realisations)]
-        proba, scores, errors = _classify(model, _displaced, cluster, items, workers, progress, f"amorphous {source.name}")
+        proba, scores, crystal, novelty, errors = _classify(model, _displaced, cluster, items, workers, progress,
+                                                            f"amorphous {source.name}")
         proba = proba.reshape(steps, realisations, -1)
         mean_score = np.nanmean(scores.reshape(steps, realisations), axis=1)
         true = classes.index(source.label)
@@ -897,6 +913,10 @@ def run_amorphous(
             "entropy_nats": _round(mean_entropy),
             "entropy_normalised": _round(mean_entropy / math.log(len(classes))),
             "confidence_score": _round(mean_score),
+            # the score's factors besides P(label) (crystalface.confidence.score): the mean crystallinity
+            # of the fingerprints, and the fraction of realisations whose novelty sets the score to 0
+            "crystallinity": _round(np.nanmean(crystal.reshape(steps, realisations), axis=1)),
+            "novelty_above_limit": _round(np.mean(novelty.reshape(steps, realisations) > NOVELTY_LIMIT, axis=1)),
             "probabilities": {c: _round(mean_p[:, k]) for k, c in enumerate(classes)},
             "label_at": {f"{L:.2f}": classes[int(np.argmax(m))] for L, m in zip(lindemann, mean_p)},
             "collapse": {k: _round(v, 4) for k, v in collapse.items()},
@@ -930,15 +950,19 @@ def run_amorphous(
 
 
 def plot_amorphous(results: dict, path: Path) -> None:
-    """Mean probability of the true class and mean normalised predictive entropy against the Lindemann parameter."""
+    """Against the Lindemann parameter: the mean probability of the true class, the mean normalised
+    predictive entropy, and the mean confidence score (solid) with the crystallinity factor (dashed)."""
     plt = _pyplot()
     x = np.asarray(results["lindemann"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     cmap = plt.get_cmap("tab10")
     for i, (name, rec) in enumerate(results["crystals"].items()):
         style = dict(color=cmap(i % 10), lw=1.4, label=f"{name} ({rec['class']})")
         axes[0].plot(x, rec["p_true"]["mean"], "-", **style)
         axes[1].plot(x, rec["entropy_normalised"], "-", **style)
+        axes[2].plot(x, rec["confidence_score"], "-", **style)
+        if "crystallinity" in rec:  # runs before 0.1.10 did not record it
+            axes[2].plot(x, rec["crystallinity"], "--", color=style["color"], lw=0.9)
     for ax in axes:
         ax.axvspan(0.1, 0.2, color="grey", alpha=0.15, lw=0, label="L = 0.1-0.2 (melting)")
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
@@ -947,7 +971,8 @@ def plot_amorphous(results: dict, path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("mean probability of the true class")
     axes[1].set_ylabel(f"mean predictive entropy / ln {len(results['classes'])}")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[2].set_ylabel("mean confidence score (dashed: crystallinity)")
+    axes[2].legend(fontsize=7, loc="upper right")  # every curve is near 0 there
     fig.suptitle(f"Ordered → amorphous: Gaussian displacements, {results['realisations']} realisations per point",
                  fontsize=9)
     fig.tight_layout()
