@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -59,6 +60,22 @@ def test_shell_width_script_scores_every_width_on_the_same_structures(tmp_path):
         assert set(row["errors"]) == {"0.04", "0.02"} and all(0 <= e <= row["n"] for e in row["errors"].values())
     assert levels["pristine"]["scale_moved_over_3_percent"] == {"0.04": 0, "0.02": 0}  # the pristine cluster against itself
     assert "| 0.1 Å |" in out.with_suffix(".md").read_text()
+
+
+def test_debye_waller_script_ranks_the_crystals_by_the_q_of_their_brightest_pixels(tmp_path):
+    out = tmp_path / "dw"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "experiments" / "debye_waller.py"), "--realisations", "2",
+                    "--output", str(out)], check=True, cwd=REPO, capture_output=True, text=True)
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = result["crystals"]
+    assert len(rows) == 8 and result["command"].startswith("python benchmarks/experiments/debye_waller.py")
+    for row in rows.values():
+        assert 0 < row["predicted_damping"] < 1 and 0 < row["measured_ratio"] < 1  # noise always takes intensity
+        assert row["predicted_damping"] == pytest.approx(math.exp(-(row["bragg_q_dnn"] * result["lindemann"]) ** 2), abs=0.01)
+    # fcc's brightest pixels lie furthest out and sc's nearest: the first and the last to fade
+    assert max(rows, key=lambda n: rows[n]["bragg_q_dnn"]) == "Cu" and min(rows, key=lambda n: rows[n]["bragg_q_dnn"]) == "alpha-Po"
+    assert min(rows, key=lambda n: rows[n]["measured_ratio"]) == "Cu" and max(rows, key=lambda n: rows[n]["measured_ratio"]) == "alpha-Po"
+    assert "| Cu | fcc |" in out.with_suffix(".md").read_text()
 
 
 def test_machine_info_names_the_checkouts_commit_and_whether_the_package_differs_from_it():

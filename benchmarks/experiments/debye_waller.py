@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from scipy.stats import spearmanr
 
 from crystalface import fingerprint, load_model
 from crystalface.confidence import TOP_PIXELS, bragg_fraction
-from crystalface.evaluation.provenance import machine_info
+from crystalface.evaluation.provenance import command_line, machine_info
 from crystalface.evaluation.transitions import _TAG_AMORPHOUS, _crystal, _displaced
 from crystalface.examples import REAL_CRYSTALS
 from crystalface.scaling import nearest_neighbour_distance
@@ -81,7 +79,7 @@ def main(argv=None) -> int:
         rows[crystal.name]["measured_ratio"] = round(rows[crystal.name]["bragg_fraction_at_L"]
                                                       / rows[crystal.name]["bragg_fraction_pristine"], 3)
     rank = spearmanr(predicted, measured).statistic
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks/experiments/debye_waller.py", argv)
     result = {"command": command, "machine": machine_info(), "lindemann": LINDEMANN, "seed": args.seed,
               "realisations": args.realisations, "top_pixels": TOP_PIXELS, "crystals": rows,
               "spearman_predicted_vs_measured": round(float(rank), 3)}
