@@ -14,6 +14,7 @@ from crystalface.cli import main
 from crystalface.evaluation.transitions import (
     BCC_SC_FRAMES,
     SPECIAL_ANGLES,
+    _fraction_gated,
     body_centre_mask,
     crossing_interval,
     first_crossing,
@@ -206,6 +207,14 @@ def test_amorphous_tiny_run(model, tmp_path):
         assert rec["entropy_nats"][0] == pytest.approx(entropy, abs=1e-4)
         assert 0 <= min(rec["entropy_normalised"]) and max(rec["entropy_normalised"]) <= 1 + 1e-6
     assert r["crystals"]["Cu"]["nn_distance_angstrom"] == pytest.approx(3.615 / math.sqrt(2), rel=1e-5)
+
+
+def test_fraction_gated_counts_only_the_classified_realisations():
+    nan = float("nan")
+    novelty = np.array([3.0, 1.0, nan, 5.0])  # step 0: realisations 0, 1; step 1: 2 (failed), 3
+    scores = np.array([0.0, 0.9, nan, 0.0])
+    assert _fraction_gated(novelty, scores, 2, 2).tolist() == [0.5, 1.0]
+    assert _fraction_gated(np.full(4, nan), scores, 2, 2).tolist() == [0.0, 0.0]  # a model without novelty statistics
 
 
 # --- command line ---------------------------------------------------------------------------------

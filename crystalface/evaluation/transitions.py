@@ -854,8 +854,8 @@ def run_amorphous(
         ``p_true`` (mean, std), ``accuracy`` (fraction of realisations labelled the true class),
         ``entropy_nats`` and ``entropy_normalised`` (mean predictive entropy, / ln n_classes),
         ``probabilities`` (mean of every class), ``confidence_score`` (mean) with two of its factors,
-        ``crystallinity`` (mean) and ``novelty_above_limit`` (fraction of realisations), and ``collapse`` (L where mean P(true) falls below 0.5,
-        where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5, where the mean
+        ``crystallinity`` (mean) and ``novelty_above_limit`` (fraction of realisations), and
+        ``collapse`` (L where mean P(true) falls below 0.5, where the accuracy falls below 0.5, where the normalised entropy exceeds 0.5, where the mean
         confidence score falls below its threshold; None if never) and ``collapse_interval`` (95 %
         bootstrap intervals over the realisations of the P(true) and score crossings,
         :func:`crossing_interval`).
@@ -916,7 +916,7 @@ def run_amorphous(
             # the score's factors besides P(label) (crystalface.confidence.score): the mean crystallinity
             # of the fingerprints, and the fraction of realisations whose novelty sets the score to 0
             "crystallinity": _round(np.nanmean(crystal.reshape(steps, realisations), axis=1)),
-            "novelty_above_limit": _round(np.mean(novelty.reshape(steps, realisations) > NOVELTY_LIMIT, axis=1)),
+            "novelty_above_limit": _round(_fraction_gated(novelty, scores, steps, realisations)),
             "probabilities": {c: _round(mean_p[:, k]) for k, c in enumerate(classes)},
             "label_at": {f"{L:.2f}": classes[int(np.argmax(m))] for L, m in zip(lindemann, mean_p)},
             "collapse": {k: _round(v, 4) for k, v in collapse.items()},
@@ -947,6 +947,15 @@ def run_amorphous(
         "paper": "the confidence collapses inside L = 0.1-0.2, where melting is usually placed",
     }
     return _write(results, output, "amorphous", plot_amorphous, start)
+
+
+def _fraction_gated(novelty: np.ndarray, scores: np.ndarray, steps: int, realisations: int) -> np.ndarray:
+    """Per step, the fraction of the classified realisations (a finite score) whose novelty is above
+    NOVELTY_LIMIT; 0 for a model without novelty statistics (NaN novelty), NaN where none was classified."""
+    ok = np.isfinite(scores).reshape(steps, realisations)
+    gated = (np.nan_to_num(novelty, nan=0.0) > NOVELTY_LIMIT).reshape(steps, realisations) & ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return gated.sum(axis=1) / ok.sum(axis=1)
 
 
 def plot_amorphous(results: dict, path: Path) -> None:
