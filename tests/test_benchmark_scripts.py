@@ -32,6 +32,11 @@ def test_throughput_script_writes_every_number_and_where_it_came_from(tmp_path):
         "read", "standard_cell", "cluster", "scale", "fingerprint", "network", "confidence"}
     assert all(v > 0 for v in result["steps_single_thread_ms_per_structure"].values())
     assert set(result["baselines_noisy_ms"]) == {"spglib 1e-3", "spglib 0.1", "moyopy 1e-3", "moyopy 0.1"}
+    rows = result["acceptance"]  # issue 5's targets, judged on this run's own numbers
+    assert rows["end_to_end"]["measured"] == result["end_to_end"]["structures_per_second"]
+    assert rows["moyopy_0.1_noisy"]["measured"] == result["ratios_on_noisy_baseline_time_over_ours_end_to_end"]["moyopy 0.1"]
+    assert all(row["met"] == (row["measured"] >= row["target"]) for row in rows.values())
+    assert "Issue 5's acceptance" in out.with_suffix(".md").read_text()
     machine = result["machine"]
     assert machine["crystalface"] == crystalface.__version__ and machine["cpus"] >= 1
     header = out.with_suffix(".md").read_text().splitlines()[2]
