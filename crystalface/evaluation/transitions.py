@@ -74,7 +74,7 @@ _COLOURS = {"bcc": "tab:blue", "bct139": "tab:olive", "bct141": "tab:brown", "di
 # Batched classification of clusters, in worker processes
 
 
-class Classified(NamedTuple):
+class _Classified(NamedTuple):
     """What :func:`_classify` returns for N clusters, in order (NaN where a cluster failed)."""
 
     proba: np.ndarray  #: (N, n_classes) class probabilities
@@ -84,7 +84,7 @@ class Classified(NamedTuple):
     errors: list  #: per cluster None or the one-line error
 
 
-def _classify_task(builder: Callable, base, items: list) -> Classified:
+def _classify_task(builder: Callable, base, items: list) -> _Classified:
     """Build a cluster per item with ``builder(base, item, descriptor)``, then one batched fingerprint + forward pass.
 
     Returns the probabilities, the confidence score of each prediction (:func:`crystalface.confidence.score`
@@ -113,10 +113,10 @@ def _classify_task(builder: Callable, base, items: list) -> Classified:
         crystal[ok] = crystallinity(bragg_fraction(images, descriptor.df2d))
         if found is not None:
             novelty[ok] = found
-    return Classified(proba, scores, crystal, novelty, errors)
+    return _Classified(proba, scores, crystal, novelty, errors)
 
 
-def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str) -> Classified:
+def _classify(model, builder: Callable, base, items: Sequence, workers: int, progress: bool, desc: str) -> _Classified:
     """:func:`_classify_task` over ``builder(base, item)`` of every item, in chunks on ``workers`` processes, in order."""
     items = list(items)
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
@@ -135,8 +135,8 @@ def _classify(model, builder: Callable, base, items: Sequence, workers: int, pro
     bar.close()
     n = len(model.classes)
     if not results:
-        return Classified(np.zeros((0, n)), *(np.zeros(0) for _ in range(3)), [])
-    return Classified(*(np.concatenate([getattr(r, k) for r in results]) for k in ("proba", "scores", "crystallinity", "novelty")),
+        return _Classified(np.zeros((0, n)), *(np.zeros(0) for _ in range(3)), [])
+    return _Classified(*(np.concatenate([getattr(r, k) for r in results]) for k in ("proba", "scores", "crystallinity", "novelty")),
                       [e for r in results for e in r.errors])
 
 
