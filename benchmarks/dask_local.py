@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     from ase.io import write
 
     from crystalface.distributed import PART, _part_size
+    from crystalface.evaluation.provenance import report_paths
 
     sizes = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=2) + "\n")
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# The Dask path on one machine", "",
         f"`{results['command']}` — {results['date']}, {results['machine']}, {results['cpus']} CPUs", "",
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     for s in sizes:
         lines.append(f"| {s['n']} | {s['part']} | {s['pool_median_s']:.1f} | {s['dask_median_s']:.1f} | {s['pool_per_s']:.0f} | "
                      f"{s['dask_per_s']:.0f} | {s['dask_overhead_s']:.1f} | {'yes' if s['records_identical'] else 'NO'} |")
-    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
+    md_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

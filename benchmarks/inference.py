@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import torch  # noqa: E402
 
 from crystalface import fingerprint, load_model  # noqa: E402
-from crystalface.evaluation.provenance import command_line, machine_info  # noqa: E402
+from crystalface.evaluation.provenance import command_line, machine_info, report_paths  # noqa: E402
 from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 
 #: Defect levels: pristine and the hardest levels of the paper's tables (σ in Å, vacancies as fractions).
@@ -268,8 +268,9 @@ def main(argv=None) -> int:
         "paths": results,
     }
     out = Path(args.output)
-    out.with_name(out.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
-    out.with_name(out.name + ".md").write_text(markdown(report))
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    md_path.write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from crystalface import fingerprint, load_model
     from crystalface.classes import CLASSES
     from crystalface.dataset import generate_structures
-    from crystalface.evaluation.provenance import command_line, machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info, report_paths
     from crystalface.evaluation.robustness import Level, defect, score
     from crystalface.examples import random_rotation
     from crystalface.local import classify_clusters
@@ -96,9 +96,10 @@ def main(argv=None) -> int:
     }
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_name(path.name + ".json").write_text(json.dumps(out, indent=1) + "\n")
-    path.with_name(path.name + ".md").write_text(_markdown(out, CLASSES))
-    print(f"wrote {path.with_name(path.name + '.json')} and {path.with_name(path.name + '.md')} ({elapsed:.0f} s)")
+    json_path, md_path = report_paths(path)
+    json_path.write_text(json.dumps(out, indent=1) + "\n")
+    md_path.write_text(_markdown(out, CLASSES))
+    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s)")
     return 0
 
 

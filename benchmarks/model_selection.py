@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from crystalface import load_model
-    from crystalface.evaluation.provenance import command_line
+    from crystalface.evaluation.provenance import command_line, report_paths
     from crystalface.evaluation.robustness import parse_levels, run_robustness
 
     levels = parse_levels(list(SIGMAS), list(VACANCIES), list(COMBINED), pristine=False)
@@ -89,7 +89,8 @@ def main(argv=None) -> int:
         "validation_seed": args.seed, "per_class": args.per_class, "models": rows,
     }
     out = Path(args.output)
-    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=1) + "\n")
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
     keys = list(rows[0]["errors"])
     strain_keys = [k for k in rows[0]["strain_fraction_cubic"] if k.split()[0] == "fcc"]
     lines = [
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         lines.append(f"| `{Path(row['model']).name}` | {row['training_seed']} | {row['best_epoch']} | {jitter:g} | "
                      + " | ".join(str(row["errors"][k]) for k in keys) + " | "
                      + " | ".join(f"{row['strain_fraction_cubic'][k]:.2f}" for k in strain_keys) + " |")
-    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
+    md_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     from scipy.spatial import cKDTree
 
     from crystalface import load_model
-    from crystalface.evaluation.provenance import command_line, machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info, report_paths
     from crystalface.mapping import _vote, map_structure, plot_slices
 
     data = Path(args.data)
@@ -230,9 +230,10 @@ def main(argv=None) -> int:
     _histogram(conf, core, surface, (n_ptm == "other") & ~surface, out_path.with_name(out_path.name + "_nanoparticle_confidence.png"))
     print(f"nanoparticle: {nmap.counts()} in {nwall:.0f} s", flush=True)
 
-    out_path.with_name(out_path.name + ".json").write_text(json.dumps(report, indent=1) + "\n")
-    out_path.with_name(out_path.name + ".md").write_text(_markdown(report))
-    print(f"wrote {out_path.with_name(out_path.name + '.json')}, {out_path.with_name(out_path.name + '.md')} and the PNGs")
+    json_path, md_path = report_paths(out_path)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    md_path.write_text(_markdown(report))
+    print(f"wrote {json_path}, {md_path} and the PNGs")
     return 0
 
 

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     from crystalface import classify, load_model
     from crystalface.dataset import label_structure
-    from crystalface.evaluation.provenance import command_line
+    from crystalface.evaluation.provenance import command_line, report_paths
 
     model = load_model(args.model)
     files = sorted((Path(args.data) / "prototypes").glob("*.in"))
@@ -161,8 +161,9 @@ def main(argv=None) -> int:
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_name(output.name + ".json").write_text(json.dumps(results, indent=1) + "\n")
-    output.with_name(output.name + ".md").write_text(markdown(results) + "\n")
+    json_path, md_path = report_paths(output)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    md_path.write_text(markdown(results) + "\n")
     print(markdown(results))
     return 0
 

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from crystalface import fingerprint, load_model
     from crystalface.classes import CLASSES
     from crystalface.dataset import generate_structures
-    from crystalface.evaluation.provenance import command_line, machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info, report_paths
     from crystalface.evaluation.robustness import parse_levels
 
     levels = parse_levels(args.sigmas, args.vacancies, args.combined)  # pristine first
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         "levels": rows, "seconds": round(time.perf_counter() - start, 1),
     }
     out = Path(args.output)
-    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=1) + "\n")
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
     widths = [str(w) for w in args.widths]
     lines = [
         "# Width of the shell estimator, on the validation seed", "",
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
         cells = [f"{row['errors'][w]}" + moved.format(row["scale_moved_over_3_percent"][w]) for w in widths]
         lines.append(f"| {level.label} | " + " | ".join(cells) + " |")
     lines += ["", f"Total {results['seconds']:.0f} s on {args.workers} processes."]
-    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
+    md_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     from crystalface.cell import LatticeFound, standard_cell
     from crystalface.cluster import _cluster
     from crystalface.confidence import assess, vacuum_fraction
-    from crystalface.evaluation.provenance import command_line, machine_info
+    from crystalface.evaluation.provenance import command_line, machine_info, report_paths
 
     model = load_model()
     descriptor = model.descriptor
@@ -269,7 +269,8 @@ def main(argv=None) -> int:
     }
     results["acceptance"] = acceptance(results)
     out = Path(args.output)
-    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=2) + "\n")
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Throughput: file on disk to label", "",
         f"`{results['command']}` — {results['date']}, commit `{results['machine']['commit'] or 'unknown'}` "
@@ -303,7 +304,7 @@ def main(argv=None) -> int:
         *[f"| {a['what']} | {a['target']:g} | {a['measured']:.2f} | {'yes' if a['met'] else '**no**'} |"
           for a in results["acceptance"].values()], "",
     ]
-    out.with_name(out.name + ".md").write_text("\n".join(lines))
+    md_path.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

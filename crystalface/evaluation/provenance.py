@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["command_line", "machine_info"]
+__all__ = ["command_line", "machine_info", "report_paths"]
 
 
 def command_line(script: str, argv: list[str] | None = None) -> str:
@@ -23,6 +23,17 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     "python benchmarks/small_cells.py --output 'out dir/small'"
     """
     return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def report_paths(output: str | Path) -> tuple[Path, Path]:
+    """The ``<output>.json`` and ``<output>.md`` a benchmark script writes: the suffixes are appended,
+    so a name with dots in it (a version) is kept whole.
+
+    >>> [str(p) for p in report_paths("benchmarks/throughput_0.1.8")]
+    ['benchmarks/throughput_0.1.8.json', 'benchmarks/throughput_0.1.8.md']
+    """
+    output = Path(output)
+    return output.with_name(output.name + ".json"), output.with_name(output.name + ".md")
 
 
 def machine_info() -> dict:
