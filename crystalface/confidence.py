@@ -170,8 +170,12 @@ def score(
     >>> score(np.array([[0.9, 0.1]]), np.zeros((1, 3, 64, 64))).round(6).tolist()  # an empty image is no crystal
     [0.0]
     """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    values = probabilities.max(axis=1) * crystallinity(bragg_fraction(images, params))
+    return _score_of(probabilities, crystallinity(bragg_fraction(images, params)), novelty)
+
+
+def _score_of(probabilities: np.ndarray, crystal: np.ndarray, novelty: np.ndarray | None = None) -> np.ndarray:
+    """:func:`score` from the :func:`crystallinity` of the fingerprints, for a caller that keeps it too."""
+    values = np.asarray(probabilities, dtype=np.float64).max(axis=1) * crystal
     if novelty is not None:
         values = np.where(np.asarray(novelty) > NOVELTY_LIMIT, 0.0, values)
     return values

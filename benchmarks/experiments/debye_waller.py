@@ -17,6 +17,7 @@ the same structures as benchmarks/experiments/amorphous.json). Writes <output>.j
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from scipy.stats import spearmanr
 
 from crystalface import fingerprint, load_model
 from crystalface.confidence import TOP_PIXELS, bragg_fraction
-from crystalface.evaluation.provenance import command_line, machine_info
-from crystalface.evaluation.transitions import _TAG_AMORPHOUS, _crystal, _displaced
+from crystalface.evaluation.provenance import command_line, machine_info, report_paths
+from crystalface.evaluation.transitions import _TAG_AMORPHOUS, _crystal, _displaced, run_amorphous
 from crystalface.examples import REAL_CRYSTALS
 from crystalface.scaling import nearest_neighbour_distance
 
@@ -57,8 +58,10 @@ def main(argv=None) -> int:
     params = descriptor.df2d
     q2 = (params.q_exact() ** 2).sum(-1)  # |q|^2 per pixel; 1/d_nn^2 for a scaled cluster
     mask = params.mask().astype(bool)
-    # the step of the experiment's default grid (41 steps, 0 to 0.4) at which L = 0.1
-    step = 10
+    # the step of the experiment's default grid of Lindemann parameters at which L = LINDEMANN: its random stream
+    defaults = inspect.signature(run_amorphous).parameters
+    grid = np.linspace(0.0, defaults["max_lindemann"].default, defaults["steps"].default)
+    step = int(np.argmin(np.abs(grid - LINDEMANN)))
     rows, predicted, measured = {}, [], []
     for ci, crystal in enumerate(REAL_CRYSTALS):
         cluster = descriptor.cluster(_crystal(crystal.name).primitive())
@@ -67,17 +70,17 @@ def main(argv=None) -> int:
         displaced = fingerprint([descriptor.scale(_displaced(cluster, (LINDEMANN * d_nn, args.seed, (_TAG_AMORPHOUS, ci, step, r)), None))
                                  for r in range(args.realisations)], params)
         mean_q2 = weighted_q2(pristine[0], q2, mask)
+        before, after = float(bragg_fraction(pristine)[0]), float(bragg_fraction(displaced).mean())
         predicted.append(float(np.exp(-mean_q2 * LINDEMANN**2)))
-        measured.append(float(bragg_fraction(displaced).mean() / bragg_fraction(pristine)[0]))
+        measured.append(after / before)
         rows[crystal.name] = {
             "class": crystal.label,
             "bragg_q_dnn": round(float(np.sqrt(mean_q2)), 3),
-            "predicted_damping": round(float(np.exp(-mean_q2 * LINDEMANN**2)), 3),
-            "bragg_fraction_pristine": round(float(bragg_fraction(pristine)[0]), 4),
-            "bragg_fraction_at_L": round(float(bragg_fraction(displaced).mean()), 4),
+            "predicted_damping": round(predicted[-1], 3),
+            "bragg_fraction_pristine": round(before, 4),
+            "bragg_fraction_at_L": round(after, 4),
+            "measured_ratio": round(measured[-1], 3),
         }
-        rows[crystal.name]["measured_ratio"] = round(rows[crystal.name]["bragg_fraction_at_L"]
-                                                      / rows[crystal.name]["bragg_fraction_pristine"], 3)
     rank = spearmanr(predicted, measured).statistic
     command = command_line("benchmarks/experiments/debye_waller.py", argv)
     result = {"command": command, "machine": machine_info(), "lindemann": LINDEMANN, "seed": args.seed,
@@ -85,7 +88,8 @@ def main(argv=None) -> int:
               "spearman_predicted_vs_measured": round(float(rank), 3)}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_name(out.name + ".json").write_text(json.dumps(result, indent=1) + "\n")
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# Debye-Waller damping of the brightest pixels", "", f"`{command}`", "",
              f"Pristine fingerprint of each crystal: intensity-weighted |q| d_nn of its brightest {TOP_PIXELS:.0%} "
              f"pixels, the damping exp(-<q^2> L^2) that predicts at L = {LINDEMANN}, and the Bragg fraction measured "
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {r['class']} | {r['bragg_q_dnn']:.2f} | {r['predicted_damping']:.2f} | "
                      f"{r['bragg_fraction_pristine']:.3f} | {r['bragg_fraction_at_L']:.3f} | {r['measured_ratio']:.2f} |")
     lines += ["", f"Spearman rank correlation of predicted damping and measured ratio: {rank:.2f}.", ""]
-    out.with_name(out.name + ".md").write_text("\n".join(lines))
+    md_path.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

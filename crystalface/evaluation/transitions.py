@@ -91,7 +91,7 @@ def _classify_task(builder: Callable, base, items: list) -> _Classified:
     with the model's novelty, as predictions have it) and its factors, NaN where a cluster failed,
     and per item None or the error.
     """
-    from ..confidence import bragg_fraction, crystallinity, score as confidence_score
+    from ..confidence import _score_of, bragg_fraction, crystallinity
 
     model = STATE["model"]
     descriptor = model.descriptor
@@ -109,8 +109,8 @@ def _classify_task(builder: Callable, base, items: list) -> _Classified:
     if clusters:
         images = fingerprint(clusters, descriptor.df2d)
         proba[ok], found = model.predict(images)
-        scores[ok] = confidence_score(proba[ok], images, descriptor.df2d, found)
         crystal[ok] = crystallinity(bragg_fraction(images, descriptor.df2d))
+        scores[ok] = _score_of(proba[ok], crystal[ok], found)
         if found is not None:
             novelty[ok] = found
     return _Classified(proba, scores, crystal, novelty, errors)
@@ -970,8 +970,7 @@ def plot_amorphous(results: dict, path: Path) -> None:
         axes[0].plot(x, rec["p_true"]["mean"], "-", **style)
         axes[1].plot(x, rec["entropy_normalised"], "-", **style)
         axes[2].plot(x, rec["confidence_score"], "-", **style)
-        if "crystallinity" in rec:  # runs before 0.1.10 did not record it
-            axes[2].plot(x, rec["crystallinity"], "--", color=style["color"], lw=0.9)
+        axes[2].plot(x, rec["crystallinity"], "--", color=style["color"], lw=0.9)
     for ax in axes:
         ax.axvspan(0.1, 0.2, color="grey", alpha=0.15, lw=0, label="L = 0.1-0.2 (melting)")
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
