@@ -300,17 +300,18 @@ def _extxyz_frame(lines: list[str]) -> Atoms:
     """One frame of extended XYZ (its count line, comment line, atom lines and any ``VEC`` lines),
     exactly as :func:`ase.io.extxyz.read_xyz` reads it.
 
-    ASE converts the atom lines one value at a time in Python (~0.55 of the 0.78 ms a ~280-atom
+    ASE converts the atom lines one value at a time in Python (~0.55 of the ~0.8 ms a ~280-atom
     frame takes); the reading runs in the main process of a batch, beside the workers on every core,
     so that costs throughput. Here NumPy's C text reader (``np.loadtxt``) parses the atom lines of a
     frame of real, integer and string columns, with the column types ASE derives from its
-    ``Properties`` (0.78 -> ~0.3 ms a frame), and the structure is built as ASE's
-    ``_read_xyz_frame`` builds it: the comment line by ASE's parser, the per-atom arrays and any
-    calculator results by ASE's ``set_calc_and_arrays``. NumPy reads a number as Python's
+    ``Properties`` (:func:`read_structures` 0.84 -> 0.44 ms a frame), and the structure is built as
+    ASE's ``_read_xyz_frame`` builds it: the comment line by ASE's parser, the per-atom arrays and
+    any calculator results by ASE's ``set_calc_and_arrays``. NumPy reads a number as Python's
     ``float``/``int`` do (the same double to the last bit) or not at all. Everything else is left to
-    ASE, whose result or error is then the answer: ``VEC`` lines, logical columns, charges, fixed
-    atoms, and atom lines NumPy does not read as ASE would (a column too many or too few, a blank
-    line, a number written as only Python reads it, e.g. ``1_000``). A test compares the two readers.
+    ASE, whose result or error is then the answer: ``VEC`` lines, logical columns, initial charges,
+    fixed atoms, and atom lines NumPy does not read as ASE would (a column too many or too few, a
+    blank line, a number written as only Python reads it, e.g. ``1_000``). A test compares the two
+    readers on frames of each kind.
     """
     atoms = _common_extxyz_frame(lines)
     return atoms if atoms is not None else next(read_xyz(io.StringIO("".join(lines)), 0))
@@ -342,7 +343,7 @@ def _common_extxyz_frame(lines: list[str]) -> Atoms | None:
         return None
     if len(data) != natoms:  # a blank line among the atoms
         return None
-    # from here as ase.io.extxyz._read_xyz_frame (ASE 3.23-3.29)
+    # from here as ase.io.extxyz._read_xyz_frame builds the structure (ASE 3.29; tests/test_io.py holds it to that)
     info.pop("Properties", None)
     pbc = info.pop("pbc") if "pbc" in info else ([True, True, True] if "Lattice" in info else None)
     cell = info.pop("Lattice").T if "Lattice" in info else None
