@@ -115,6 +115,53 @@ def _torch_runner(module, channels_last: bool = True):
     return run
 
 
+def export_onnx(model, example: torch.Tensor, path: Path) -> Path:
+    """The model's network as ONNX (probabilities and penultimate activations, :class:`Both`), written to ``path``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Both(model.network.eval()).eval(), (example,), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=17)
+    return path
+
+
+def quantize_int8(onnx_path: Path, calibration: np.ndarray, path: Path) -> Path:
+    """ONNX Runtime's static int8 quantization (QDQ, per channel) of ``onnx_path``, calibrated on ``calibration`` fingerprints."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": calibration[i : i + BATCH]} for i in range(0, len(calibration), BATCH)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = path.with_name(path.stem + ".pre.onnx")
+    quant_pre_process(str(onnx_path), str(pre))
+    quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return path
+
+
+def onnx_session(path: Path):
+    """An ONNX Runtime session of one thread (one process per core, as crystalface's workers run)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def calibration_fingerprints(model, n: int, workers: int) -> np.ndarray:
+    """Fingerprints of ``n`` pristine structures of the training seed 0, to calibrate int8 on."""
+    from crystalface.dataset import generate_structures
+    from crystalface.pipeline import compute_fingerprints
+
+    return compute_fingerprints([a for a, _ in generate_structures(n, seed=0)], model.descriptor, workers=workers)[0]
+
+
 def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
     """name -> (function of a (16, 3, n, n) float32 array returning (16, classes + 128), seconds to prepare)."""
     network = model.network.eval()
@@ -138,38 +185,13 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
         compiled(example)
     out["torch.compile (inductor)"] = (_torch_runner(compiled), time.perf_counter() - start)
 
-    import onnxruntime as ort
-
     start = time.perf_counter()
-    onnx_path = workdir / "network.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(both, (example,), str(onnx_path), dynamo=False, input_names=["x"], output_names=["y"],
-                          opset_version=17)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    onnx_path = export_onnx(model, example, workdir / "network.onnx")
+    session = onnx_session(onnx_path)
     out["ONNX Runtime, float32"] = (lambda x: session.run(None, {"x": x})[0], time.perf_counter() - start)
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"x": calibration[i : i + BATCH]} for i in range(0, len(calibration), BATCH)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
     start = time.perf_counter()
-    pre = workdir / "network.pre.onnx"
-    quant = workdir / "network.int8.onnx"
-    quant_pre_process(str(onnx_path), str(pre))
-    quantize_static(str(pre), str(quant), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    session8 = ort.InferenceSession(str(quant), options, providers=["CPUExecutionProvider"])
+    session8 = onnx_session(quantize_int8(onnx_path, calibration, workdir / "network.int8.onnx"))
     out["ONNX Runtime, int8 (static, per channel)"] = (lambda x: session8.run(None, {"x": x})[0],
                                                         time.perf_counter() - start)
 
@@ -212,12 +234,7 @@ def main(argv=None) -> int:
     n_classes = len(classes)
     t0 = time.perf_counter()
     images, labels = fingerprints(model, 7 * args.per_class, 5000, args.workers)
-    from crystalface.dataset import generate_structures
-
-    calibration_structures = [a for a, _ in generate_structures(args.calibration, seed=0)]
-    from crystalface.pipeline import compute_fingerprints
-
-    calibration, _ = compute_fingerprints(calibration_structures, model.descriptor, workers=args.workers)
+    calibration = calibration_fingerprints(model, args.calibration, args.workers)
     print(f"fingerprints: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     torch.set_num_threads(1)

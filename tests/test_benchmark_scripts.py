@@ -44,6 +44,21 @@ def test_throughput_script_writes_every_number_and_where_it_came_from(tmp_path):
     assert f"commit `{machine['commit'] or 'unknown'}`" in header
 
 
+def test_inference_end_to_end_script_compares_every_network_path_with_the_shipped_one(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "inference_end_to_end"
+    _run("inference_end_to_end.py", "--n", "4", "--calibration", "16", "--repeats", "1", "--output", str(out))
+    result = json.loads(out.with_suffix(".json").read_text())
+    shipped, fp32, int8 = (result["paths"][name] for name in
+                           ("eager PyTorch (shipped)", "ONNX Runtime, float32", "ONNX Runtime, int8"))
+    assert shipped["records_identical"] == 4 and shipped["max_probability_difference"] == 0
+    assert fp32["labels_changed"] == 0 and fp32["max_probability_difference"] < 1e-4
+    assert all(r["structures_per_second"] > 0 and len(r["rounds"]) == 1 for r in (shipped, fp32, int8))
+    assert int8["records_identical"] < 4  # int8 moves the probabilities: the replaced predict did run
+    assert "ONNX Runtime, int8" in out.with_suffix(".md").read_text()
+
+
 def test_fingerprint_speed_script_writes_the_kernels_agreement_and_the_machine(tmp_path):
     out = tmp_path / "speed"
     _run("fingerprint_speed.py", "--repeats", "1", "--copies", "1", "--output", str(out))
