@@ -2,10 +2,11 @@
 
     python benchmarks/inference.py --output benchmarks/inference
 
-The shipped path (:meth:`crystalface.model.Model.predict`: eager PyTorch, ``inference_mode``,
-channels-last, in-place ReLUs, batches of 16, one thread per process) against the alternatives the
-issue names: channels-first eager, TorchScript frozen for inference, ``torch.compile`` (inductor),
-ONNX Runtime in float32, and int8 (ONNX Runtime static quantization and PyTorch FX quantization,
+The network as trained, in eager PyTorch (``inference_mode``, channels-last, in-place ReLUs,
+batches of 16, one thread per process; what :meth:`crystalface.model.Model.predict` ran before
+0.1.11) against the alternatives the issue names: channels-first eager, TorchScript frozen for
+inference, ``torch.compile`` (inductor), ONNX Runtime in float32 (what it runs since 0.1.11,
+:mod:`crystalface.runtime`), and int8 (ONNX Runtime static quantization and PyTorch FX quantization,
 both calibrated on pristine fingerprints of the *training* seed 0). Every path computes what the
 pipeline needs from one forward pass: the class probabilities and the penultimate activations (for
 the novelty).
@@ -15,7 +16,7 @@ docs/method.md; neither the training seed 0 nor the robustness test seed 1000), 
 each ~256-atom cluster as the robustness benchmark makes them, at pristine and at the levels that
 decide the paper's tables. For every path: time per fingerprint (one thread, batches of 16, median
 of ``--repeats`` rounds that each time every path once, interleaved), the largest probability
-difference from the shipped path, the labels it changes, and its accuracy per level.
+difference from eager PyTorch, the labels it changes, and its accuracy per level.
 Writes <output>.json and <output>.md.
 """
 
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from crystalface import fingerprint, load_model  # noqa: E402
+from crystalface import fingerprint, load_model, runtime  # noqa: E402
 from crystalface.evaluation.provenance import command_line, machine_info, report_paths  # noqa: E402
 from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 
@@ -47,6 +48,8 @@ from crystalface.evaluation.robustness import Level, defect  # noqa: E402
 LEVELS = (Level(), Level(sigma=0.08), Level(sigma=0.1), Level(sigma=0.2), Level(vacancy=0.5), Level(vacancy=0.7),
           Level(vacancy=0.3, sigma=0.08))
 BATCH = 16
+#: The network as trained, the reference of every comparison; and the path crystalface runs (since 0.1.11).
+EAGER, SHIPPED = "eager, channels-last", "ONNX Runtime, float32 (shipped)"
 
 
 def _fingerprints_of(args):
@@ -115,12 +118,10 @@ def _torch_runner(module, channels_last: bool = True):
     return run
 
 
-def export_onnx(model, example: torch.Tensor, path: Path) -> Path:
-    """The model's network as ONNX (probabilities and penultimate activations, :class:`Both`), written to ``path``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Both(model.network.eval()).eval(), (example,), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], opset_version=17)
+def export_onnx(model, path: Path) -> Path:
+    """The model's network as crystalface runs it (the ONNX graph of :mod:`crystalface.runtime`), written to ``path``."""
+    model._ready()
+    path.write_bytes(runtime.exported(model.network))
     return path
 
 
@@ -168,7 +169,7 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
     both = Both(network).eval()
     out = {}
 
-    out["eager, channels-last (shipped)"] = (_torch_runner(both), 0.0)
+    out[EAGER] = (_torch_runner(both), 0.0)
     out["eager, channels-first"] = (_torch_runner(both, channels_last=False), 0.0)
 
     example = torch.from_numpy(calibration[:BATCH]).contiguous(memory_format=torch.channels_last)
@@ -186,9 +187,9 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
     out["torch.compile (inductor)"] = (_torch_runner(compiled), time.perf_counter() - start)
 
     start = time.perf_counter()
-    onnx_path = export_onnx(model, example, workdir / "network.onnx")
-    session = onnx_session(onnx_path)
-    out["ONNX Runtime, float32"] = (lambda x: session.run(None, {"x": x})[0], time.perf_counter() - start)
+    onnx_path = export_onnx(model, workdir / "network.onnx")
+    session = runtime.session(model.network, calibration.shape[-1])
+    out[SHIPPED] = (lambda x: runtime.run(session, x), time.perf_counter() - start)
 
     start = time.perf_counter()
     session8 = onnx_session(quantize_int8(onnx_path, calibration, workdir / "network.int8.onnx"))
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
                 _run(fn, timing_set)
                 times[name].append(1e3 * (time.perf_counter() - start) / len(timing_set))
 
-    reference = outputs["eager, channels-last (shipped)"]
+    reference = outputs[EAGER]
     results = {}
     for name, out in outputs.items():
         per_level = {}
@@ -267,9 +268,9 @@ def main(argv=None) -> int:
             "prepare_seconds": round(runners[name][1], 2),
             "levels": per_level,
         }
-    shipped_ms = results["eager, channels-last (shipped)"]["ms_per_fingerprint"]
+    eager_ms = results[EAGER]["ms_per_fingerprint"]
     for r in results.values():
-        r["speed_vs_shipped"] = round(shipped_ms / r["ms_per_fingerprint"], 3)
+        r["speed_vs_eager"] = round(eager_ms / r["ms_per_fingerprint"], 3)
 
     import onnxruntime
 
@@ -304,16 +305,16 @@ def markdown(report: dict) -> str:
         f"One thread, batches of {report['batch']}, {report['timing_fingerprints']} fingerprints per path and round, "
         f"median of {report['repeats']} interleaved rounds. Accuracy on {7 * report['data']['per_class']} validation "
         f"structures (seed {report['data']['validation_seed']}) per level, defects on the cluster; "
-        "\"changed\" counts labels that differ from the shipped path's over all levels.",
+        "\"changed\" counts labels that differ from eager PyTorch's over all levels.",
         "",
-        "| path | ms / fingerprint | speed vs shipped | labels changed | max Δp | " + " | ".join(levels) + " |",
+        "| path | ms / fingerprint | speed vs eager | labels changed | max Δp | " + " | ".join(levels) + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(levels),
     ]
     for name, r in report["paths"].items():
         changed = sum(v["labels_changed"] for v in r["levels"].values())
         dp = max(v["max_probability_difference"] for v in r["levels"].values())
         acc = " | ".join(f"{100 * r['levels'][k]['accuracy']:.2f}" for k in levels)
-        lines.append(f"| {name} | {r['ms_per_fingerprint']:.2f} | {r['speed_vs_shipped']:.2f}x | {changed} | {dp:.2g} | {acc} |")
+        lines.append(f"| {name} | {r['ms_per_fingerprint']:.2f} | {r['speed_vs_eager']:.2f}x | {changed} | {dp:.2g} | {acc} |")
     return "\n".join(lines) + "\n"
 
 

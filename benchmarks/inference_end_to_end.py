@@ -7,14 +7,14 @@ whole streaming path of ``crystalface classify -o`` (:func:`crystalface.batch.cl
 core, a fresh interpreter per run, as benchmarks/throughput.py runs it) on the throughput
 benchmark's supercells (its structures, seed 4000: randomly rotated ~256-atom supercells, half with
 10 % vacancies and 0.02 Å of noise), with three ways of running the network, in interleaved rounds:
-the shipped one (eager PyTorch) and the network exported to ONNX Runtime in float32 and in int8
-(built as benchmarks/inference.py builds them; int8 calibrated on ``--calibration`` pristine
-fingerprints of the training seed 0). An ONNX path replaces ``Model.predict`` in the run's process,
-whose pool workers are forked from it and inherit the replacement; crystalface itself never uses
-ONNX Runtime. Reports, per path, the rate and the CPU time per structure of every round and their
-medians, and how its records differ from the shipped path's: labels and confident flags changed,
-and the largest change of a probability, a score and a novelty. Needs ``pip install -e ".[onnx]"``.
-Writes <output>.json and <output>.md.
+eager PyTorch (the network as trained; what crystalface ran before 0.1.11), ONNX Runtime in float32
+(what it runs since, :mod:`crystalface.runtime`) and in int8 (ONNX Runtime's static quantization of
+that graph, calibrated on ``--calibration`` pristine fingerprints of the training seed 0, built as
+benchmarks/inference.py builds it). The other two paths replace :func:`crystalface.runtime.session`
+in the run's process, whose pool workers are forked from it and inherit the replacement. Reports,
+per path, the rate and the CPU time per structure of every round and their medians, and how its
+records differ from eager PyTorch's: labels and confident flags changed, and the largest change of a
+probability, a score and a novelty. Writes <output>.json and <output>.md.
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
-PATHS = ("eager PyTorch (shipped)", "ONNX Runtime, float32", "ONNX Runtime, int8")
+PATHS = ("eager PyTorch", "ONNX Runtime, float32 (shipped)", "ONNX Runtime, int8")
 
-#: One run in a fresh interpreter: argv = structures, output, workers, ONNX file ("" for the shipped path).
+#: One run in a fresh interpreter: argv = structures, output, workers, network ("torch", "shipped" or an ONNX file).
 _RUN = """
 import json, multiprocessing, os, sys, time
-structures, output, workers, onnx_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+structures, output, workers, network = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 from crystalface import load_model
 from crystalface.batch import classify_files
-if onnx_file:
-    assert multiprocessing.get_start_method() == "fork", "the workers must inherit the replaced predict"
+if network != "shipped":
+    assert multiprocessing.get_start_method() == "fork", "the workers must inherit the replaced session"
     sys.path.insert(0, sys.argv[5])
-    from inference_end_to_end import use_onnx
-    use_onnx(onnx_file)
+    from inference_end_to_end import replace_session
+    replace_session(None if network == "torch" else network)
 model = load_model()
 start, before = time.perf_counter(), os.times()
 summary = classify_files(structures, output, model=model, workers=workers)
@@ -57,30 +57,27 @@ print(json.dumps({"seconds": seconds, "cpu_s": cpu, "structures": summary.classi
 """
 
 
-def use_onnx(onnx_file: str) -> None:
-    """Replace :meth:`crystalface.model.Model.predict` by the ONNX network in ``onnx_file`` (batches of
-    16, as the shipped path's workers run it; a session of one thread per process, made on first use)."""
-    from crystalface.model import BATCH, Model
+def replace_session(onnx_file: str | None) -> None:
+    """Make :func:`crystalface.runtime.session` give PyTorch the network (None) or a session of
+    ``onnx_file`` (one thread, made on first use in each process)."""
     from inference import onnx_session
+
+    from crystalface import runtime
 
     sessions: dict = {}
 
-    def predict(self, images: np.ndarray, batch_size: int = BATCH):
+    def session(network, n_pixels):
+        if onnx_file is None:
+            return None
         if os.getpid() not in sessions:  # a forked worker makes its own
             sessions[os.getpid()] = onnx_session(Path(onnx_file))
-        session = sessions[os.getpid()]
-        n = len(images)
-        padded = np.zeros((-(-n // BATCH) * BATCH,) + images.shape[1:], np.float32)
-        padded[:n] = images
-        out = np.concatenate([session.run(None, {"x": padded[i:i + BATCH]})[0] for i in range(0, len(padded), BATCH)])[:n]
-        k = len(self.classes)
-        return np.ascontiguousarray(out[:, :k]), self._novelty_of(out[:, k:])
+        return sessions[os.getpid()]
 
-    Model.predict = predict
+    runtime.session = session
 
 
-def _run(structures: Path, output: Path, workers: int, onnx_file: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", _RUN, str(structures), str(output), str(workers), onnx_file, str(HERE)],
+def _run(structures: Path, output: Path, workers: int, network: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _RUN, str(structures), str(output), str(workers), network, str(HERE)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -90,7 +87,7 @@ def _records(path: Path) -> list[dict]:
 
 
 def _differences(records: list[dict], reference: list[dict]) -> dict:
-    """How ``records`` differ from the shipped path's, structure by structure."""
+    """How ``records`` differ from ``reference`` (eager PyTorch's), structure by structure."""
     def largest(key):
         return max((abs((a.get(key) or 0.0) - (b.get(key) or 0.0)) for a, b in zip(records, reference)), default=0.0)
 
@@ -117,9 +114,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import onnxruntime
-    import torch
     from ase.io import write
-    from inference import BATCH, calibration_fingerprints, export_onnx, quantize_int8
+    from inference import calibration_fingerprints, export_onnx, quantize_int8
     from throughput import _structures
 
     from crystalface import load_model
@@ -131,15 +127,14 @@ def main(argv=None) -> int:
         structures = tmp / "structures.extxyz"
         write(structures, _structures(args.n, args.seed), format="extxyz")
         calibration = calibration_fingerprints(model, args.calibration, args.workers)
-        example = torch.from_numpy(calibration[:BATCH]).contiguous(memory_format=torch.channels_last)
-        fp32 = export_onnx(model, example, tmp / "network.onnx")
-        files = dict(zip(PATHS, ("", str(fp32), str(quantize_int8(fp32, calibration, tmp / "network.int8.onnx")))))
+        fp32 = export_onnx(model, tmp / "network.onnx")
+        files = dict(zip(PATHS, ("torch", "shipped", str(quantize_int8(fp32, calibration, tmp / "network.int8.onnx")))))
         rounds = {name: [] for name in PATHS}
         records = {}
         for r in range(args.repeats):
-            for name, onnx_file in files.items():
+            for name, network in files.items():
                 output = tmp / f"labels_{PATHS.index(name)}_{r}.jsonl"
-                run = _run(structures, output, args.workers, onnx_file)
+                run = _run(structures, output, args.workers, network)
                 rounds[name].append({"structures_per_second": round(run["structures"] / run["seconds"], 1),
                                      "cpu_ms_per_structure": round(1e3 * run["cpu_s"] / run["structures"], 2),
                                      "failed": run["failed"]})
@@ -152,9 +147,9 @@ def main(argv=None) -> int:
         cpu = [x["cpu_ms_per_structure"] for x in rounds[name]]
         results[name] = {"structures_per_second": float(np.median(rates)), "cpu_ms_per_structure": float(np.median(cpu)),
                          "rounds": rounds[name], **_differences(records[name], reference)}
-    shipped = results[PATHS[0]]["structures_per_second"]
+    eager = results[PATHS[0]]["structures_per_second"]
     for r in results.values():
-        r["speed_vs_shipped"] = round(r["structures_per_second"] / shipped, 3)
+        r["speed_vs_eager"] = round(r["structures_per_second"] / eager, 3)
     report = {
         "benchmark": "inference_end_to_end",
         "command": command_line("benchmarks/inference_end_to_end.py", argv),
@@ -182,16 +177,16 @@ def markdown(report: dict) -> str:
         "",
         f"{report['structures']['n']} of {report['structures']['what']} (seed {report['structures']['seed']}), read from an "
         f"extended-XYZ file by `crystalface.batch.classify_files` on {report['workers']} workers, a fresh interpreter per "
-        f"run; {report['repeats']} rounds, each running every path once; medians. Differences are from the shipped "
-        f"path's records (probabilities as written, to 6 digits). int8 calibrated on {report['calibration']}.",
+        f"run; {report['repeats']} rounds, each running every path once; medians. Differences are from eager "
+        f"PyTorch's records (probabilities as written, to 6 digits). int8 calibrated on {report['calibration']}.",
         "",
-        "| network | structures/s | vs shipped | CPU ms / structure | rates by round | labels changed | "
+        "| network | structures/s | vs eager | CPU ms / structure | rates by round | labels changed | "
         "confident changed | records identical | max Δp | max Δscore | max Δnovelty |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in report["paths"].items():
         by_round = " / ".join(f"{x['structures_per_second']:.1f}" for x in r["rounds"])
-        lines.append(f"| {name} | {r['structures_per_second']:.1f} | {r['speed_vs_shipped']:.2f}x | "
+        lines.append(f"| {name} | {r['structures_per_second']:.1f} | {r['speed_vs_eager']:.2f}x | "
                      f"{r['cpu_ms_per_structure']:.2f} | {by_round} | {r['labels_changed']} | {r['confident_changed']} | "
                      f"{r['records_identical']} | {r['max_probability_difference']:.2g} | "
                      f"{r['max_score_difference']:.2g} | {r['max_novelty_difference']:.2g} |")

@@ -8,11 +8,13 @@ the number of structures. With ``resume=True`` the structures already in the out
 so a run killed at any moment continues where it stopped.
 
 Why a record does not depend on how the work was cut (chunks, workers, an interruption, Dask
-parts): the network runs on batches of exactly :data:`NET_BATCH` fingerprints (the last one padded
-with zeros) in one thread. PyTorch's CPU kernels give a structure the same numbers whatever else is
-in a batch of a given size, but not across batch sizes or thread counts (differences ~1e-10,
-enough to flip the sixth digit of a rounded probability now and then). Everything else is computed
-structure by structure. So a resumed run, a run with another ``chunk`` or ``workers`` and a Dask
+parts): the network runs in one thread on ONNX Runtime, whose outputs for a fingerprint do not
+depend on the batch size or on what else is in a batch (:mod:`crystalface.runtime`), and on batches
+of exactly :data:`NET_BATCH` fingerprints (the last one padded with zeros), which keeps that true
+where PyTorch runs the network instead: its CPU kernels give a structure the same numbers whatever
+else is in a batch of a given size, but not across batch sizes or thread counts (differences
+~1e-10, enough to flip the sixth digit of a rounded probability now and then). Everything else is
+computed structure by structure. So a resumed run, a run with another ``chunk`` or ``workers`` and a Dask
 run write byte-identical records on the same hardware and library versions.
 """
 
@@ -76,7 +78,7 @@ _CSV_COLUMNS = ("source", "index", "label", "confident", "score") + tuple(
 class _FixedBatchModel(Model):
     """The model, calling the network on batches of exactly NET_BATCH fingerprints (module docstring).
 
-    Every network call of :class:`Model` goes through ``Model._batched``; it is overridden here to pad
+    Every network call of :class:`Model` goes through ``Model._outputs``; it is overridden here to pad
     the fingerprints with zeros to a multiple of NET_BATCH and run them NET_BATCH at a time.
     """
 
@@ -84,11 +86,11 @@ class _FixedBatchModel(Model):
     def of(cls, model: Model) -> "_FixedBatchModel":
         return model if isinstance(model, cls) else cls(**{f.name: getattr(model, f.name) for f in fields(model)})
 
-    def _batched(self, forward, images: np.ndarray, batch_size: int, width: int) -> np.ndarray:
+    def _outputs(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         n = len(images)
         padded = np.zeros((-(-n // NET_BATCH) * NET_BATCH,) + images.shape[1:], np.float32)
         padded[:n] = images
-        return super()._batched(forward, padded, NET_BATCH, width)[:n]
+        return super()._outputs(padded, NET_BATCH)[:n]
 
 
 @contextmanager
@@ -160,6 +162,7 @@ def _classified_chunks(
         for c in chunks:
             yield list(zip(_classify_entries(c, model), _row_ids(c)))
         return
+    model._ready()  # exported here once: the workers receive the graph with the model
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(model,))
     pending: deque = deque()
     try:

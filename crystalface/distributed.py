@@ -304,6 +304,7 @@ def classified_parts(
     tally = tally if tally is not None else _Tally()
     with _client(scheduler, workers) as client:
         if isinstance(model, Model):
+            model._ready()  # exported here once: the workers receive the graph with the model
             model = client.scatter(model, broadcast=True)
         threads = sum(client.nthreads().values())
         window = max(4, 2 * threads)

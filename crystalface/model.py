@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import runtime
 from .network import ConvNet
 from .pipeline import Descriptor
 
@@ -74,9 +75,22 @@ class Model:
     def descriptor(self) -> Descriptor:
         return Descriptor.from_dict(self.card["descriptor"])
 
+    def _outputs(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """Class probabilities and penultimate activations side by side, (B, n_classes + dense), of
+        fingerprints (B, 3, n, n), batch by batch: on ONNX Runtime (:mod:`crystalface.runtime`), or in
+        PyTorch where ONNX Runtime cannot run the network."""
+        self.network.eval()
+        width = len(self.classes) + self.network.dense
+        if len(images) == 0:
+            return np.zeros((0, width), np.float32)
+        made = runtime.session(self.network, images.shape[-1])
+        if made is None:
+            return self._batched(runtime.Outputs(self.network), images, batch_size, width)
+        return np.concatenate([runtime.run(made, images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
     @torch.inference_mode()
     def _batched(self, forward, images: np.ndarray, batch_size: int, width: int) -> np.ndarray:
-        """``forward`` (a function of the network input) on fingerprints (B, 3, n, n), batch by batch."""
+        """``forward`` (a function of the network input) on fingerprints (B, 3, n, n), batch by batch, in PyTorch."""
         self.network.eval()
         out = []
         for i in range(0, len(images), batch_size):
@@ -86,22 +100,31 @@ class Model:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         """Class probabilities (B, n_classes) of fingerprints (B, 3, n, n), in batches."""
-        return self._batched(lambda x: torch.softmax(self.network(x), dim=1), images, batch_size, len(self.classes))
+        return np.ascontiguousarray(self._outputs(images, batch_size)[:, : len(self.classes)])
 
     def features(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         """Penultimate-layer activations (B, 128) of fingerprints (B, 3, n, n): what the last layer classifies."""
-        return self._batched(self.network.embed, images, batch_size, self.network.dense)
+        return np.ascontiguousarray(self._outputs(images, batch_size)[:, len(self.classes) :])
 
     def predict(self, images: np.ndarray, batch_size: int = BATCH) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities (B, n_classes) and :meth:`novelty` (B,) or None, from one forward pass."""
         n = len(self.classes)
-
-        def forward(x):
-            h = self.network.embed(x)
-            return torch.cat([torch.softmax(self.network.head(h), dim=1), h], dim=1)
-
-        both = self._batched(forward, images, batch_size, n + self.network.dense)
+        both = self._outputs(images, batch_size)
         return np.ascontiguousarray(both[:, :n]), self._novelty_of(both[:, n:])
+
+    def _ready(self) -> None:
+        """Export the network for ONNX Runtime now, in this process: a pickled copy then carries the graph."""
+        runtime.session(self.network, self.descriptor.df2d.n_pixels)
+
+    def __getstate__(self) -> dict:
+        # the ONNX graph travels with the model (pool processes, Dask workers): they need not export it
+        return {**self.__dict__, "_onnx_graph": runtime.exported(self.network)}
+
+    def __setstate__(self, state: dict) -> None:
+        graph = state.pop("_onnx_graph", None)
+        self.__dict__.update(state)
+        if graph is not None:
+            runtime.remember(self.network, graph)
 
     def fit_novelty(self, images: np.ndarray, labels: Sequence[str]) -> None:
         """Store where training fingerprints lie in the penultimate layer, for :meth:`novelty`.

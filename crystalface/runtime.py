@@ -1,0 +1,126 @@
+"""Step 7's engine: the network run by ONNX Runtime (float32), PyTorch where ONNX Runtime cannot run it.
+
+The network is trained, saved and explained in PyTorch; for prediction, its weights are exported to
+an ONNX graph (probabilities and penultimate activations from one pass, :class:`Outputs`) and run by
+ONNX Runtime on one thread per process. Through the whole of ``crystalface classify`` that is 1.08x
+the rate of eager PyTorch on the throughput benchmark's supercells, with the same labels and
+confident flags and every probability, score and novelty within 1e-6
+(benchmarks/inference_end_to_end.md). Its outputs are also bit-identical whatever the batch size,
+the other fingerprints in a batch and the number of threads, where PyTorch's change in the last bits
+below batches of 4.
+
+The export takes ~0.8 s, once per process and set of weights: the graph is remembered by the digest
+of the weights (:func:`digest`, so changed weights are exported again, never run stale) and travels
+with a pickled :class:`crystalface.model.Model` to pool processes and Dask workers, which then only
+open a session (~5 ms). Where ``onnxruntime`` or ``onnx`` is missing or the export fails, PyTorch
+runs the network, after one warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Outputs", "digest", "session"]
+
+#: ONNX graphs of the last few networks, by the digest of their weights.
+_EXPORTS: OrderedDict[str, bytes] = OrderedDict()
+_KEPT_EXPORTS = 4
+#: Sessions by (weights digest, process id): a session is never used across a fork.
+_SESSIONS: dict[tuple[str, int], object] = {}
+#: Why ONNX Runtime cannot run networks in this process, once it failed (PyTorch runs them then).
+_UNAVAILABLE: list[str] = []
+
+
+class Outputs(nn.Module):
+    """Class probabilities and penultimate activations of a :class:`crystalface.network.ConvNet` from one
+    pass, side by side: (B, n_classes + dense). The graph that is exported."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.network.embed(x)
+        return torch.cat([torch.softmax(self.network.head(h), dim=1), h], dim=1)
+
+
+def digest(network: nn.Module) -> str:
+    """Digest of a network's weights and buffers (BLAKE2b of their bytes, ~1 ms for the paper's network)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in network.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def exported(network: nn.Module) -> bytes | None:
+    """The ONNX graph of ``network`` if this process has it (exported or received), else None."""
+    return _EXPORTS.get(digest(network))
+
+
+def remember(network: nn.Module, graph: bytes) -> None:
+    """Keep ``graph`` as the export of ``network`` (a graph received with a pickled model)."""
+    _keep(digest(network), graph)
+
+
+def _keep(key: str, graph: bytes) -> None:
+    _EXPORTS[key] = graph
+    _EXPORTS.move_to_end(key)
+    while len(_EXPORTS) > _KEPT_EXPORTS:
+        _EXPORTS.popitem(last=False)
+
+
+def _export(network: nn.Module, n_pixels: int) -> bytes:
+    buffer = io.BytesIO()
+    example = torch.zeros((1, 3, n_pixels, n_pixels)).contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing
+        torch.onnx.export(Outputs(network).eval(), (example,), buffer, dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=17, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def session(network: nn.Module, n_pixels: int):
+    """An ONNX Runtime session (one thread) running ``network`` in evaluation mode on (B, 3, n, n)
+    fingerprints, or None where ONNX Runtime cannot run it: then PyTorch must (one warning per process)."""
+    if _UNAVAILABLE:
+        return None
+    key = digest(network)
+    found = _SESSIONS.get((key, os.getpid()))
+    if found is not None:
+        return found
+    try:
+        import onnxruntime as ort
+
+        graph = _EXPORTS.get(key)
+        if graph is None:
+            graph = _export(network, n_pixels)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one process per core
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - not installed, or an export this torch cannot make: PyTorch runs it
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        _UNAVAILABLE.append(reason)
+        warnings.warn(f"crystalface: ONNX Runtime cannot run the network ({reason}); PyTorch runs it, "
+                      "~8 % slower, with probabilities that may differ by ~1e-6", RuntimeWarning, stacklevel=3)
+        return None
+    _keep(key, graph)
+    for stale in [k for k in _SESSIONS if k[0] not in _EXPORTS]:  # sessions of networks no longer kept
+        del _SESSIONS[stale]
+    _SESSIONS[(key, os.getpid())] = made
+    return made
+
+
+def run(made, images: np.ndarray) -> np.ndarray:
+    """The session's outputs (B, n_classes + dense) for fingerprints (B, 3, n, n)."""
+    return made.run(None, {"x": np.ascontiguousarray(images, dtype=np.float32)})[0]
