@@ -9,11 +9,13 @@ confident flags and every probability, score and novelty within 1e-6
 the other fingerprints in a batch and the number of threads, where PyTorch's change in the last bits
 below batches of 4.
 
-The export takes ~0.8 s, once per process and set of weights: the graph is remembered by the digest
-of the weights (:func:`digest`, so changed weights are exported again, never run stale) and travels
-with a pickled :class:`crystalface.model.Model` to pool processes and Dask workers, which then only
-open a session (~5 ms). Where ``onnxruntime`` or ``onnx`` is missing or the export fails, PyTorch
-runs the network, after one warning.
+The export takes ~1 s (most of it importing ``onnx``), once per set of weights: the graph is kept by
+the digest of the weights (:func:`digest`, so changed weights are exported again, never run stale)
+in memory, in a file of the user's cache folder (``$XDG_CACHE_HOME/crystalface``, default
+``~/.cache/crystalface``; written where it can be, read back by later runs, exported again if
+unreadable) and with a pickled :class:`crystalface.model.Model`, which pool processes and Dask
+workers receive; they then only open a session (~5 ms). Where ``onnxruntime`` or ``onnx`` is
+missing or the export fails, PyTorch runs the network, after one warning.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import io
 import os
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +81,31 @@ def _keep(key: str, graph: bytes) -> None:
         _EXPORTS.popitem(last=False)
 
 
+def _cache_file(key: str) -> Path:
+    """Where the graph of the weights with digest ``key`` is kept between runs (per PyTorch version: its exporter made it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "crystalface" / f"network-{key}-torch{torch.__version__}.onnx"
+
+
+def _cached(key: str) -> bytes | None:
+    try:
+        return _cache_file(key).read_bytes()
+    except OSError:
+        return None
+
+
+def _store(key: str, graph: bytes) -> None:
+    """Write the graph to the cache folder, whole or not at all (a temporary file renamed); skipped where it cannot."""
+    path = _cache_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        partial.write_bytes(graph)
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only home: exported again by the next run
+
+
 def _export(network: nn.Module, n_pixels: int) -> bytes:
     buffer = io.BytesIO()
     example = torch.zeros((1, 3, n_pixels, n_pixels)).contiguous(memory_format=torch.channels_last)
@@ -100,14 +128,19 @@ def session(network: nn.Module, n_pixels: int):
     try:
         import onnxruntime as ort
 
-        graph = _EXPORTS.get(key)
-        if graph is None:
-            graph = _export(network, n_pixels)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one process per core
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        graph = _EXPORTS.get(key) or _cached(key)
+        try:
+            made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]) if graph else None
+        except Exception:  # noqa: BLE001 - a damaged cache file: exported again
+            made = None
+        if made is None:
+            graph = _export(network, n_pixels)
+            made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            _store(key, graph)
     except Exception as exc:  # noqa: BLE001 - not installed, or an export this torch cannot make: PyTorch runs it
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         _UNAVAILABLE.append(reason)

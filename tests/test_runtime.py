@@ -59,14 +59,13 @@ def test_changed_weights_are_exported_again_never_run_stale(images):
     assert np.all(after[:, 0] > before[:, 0])
 
 
-def test_a_pickled_model_carries_its_graph(images):
+def test_a_pickled_model_carries_its_graph(images, monkeypatch):
     model = load_model()
     model._ready()
     graph = runtime.exported(model.network)
     assert graph is not None
     state = pickle.dumps(model)
-    runtime._EXPORTS.clear()  # as in a fresh worker process
-    runtime._SESSIONS.clear()
+    _forget(monkeypatch)  # as in a fresh worker process
     copy = pickle.loads(state)
     assert runtime.exported(copy.network) == graph  # received, not exported again
     assert np.array_equal(copy.predict_proba(images[:4]), model.predict_proba(images[:4]))
@@ -74,9 +73,7 @@ def test_a_pickled_model_carries_its_graph(images):
 
 def test_without_onnx_runtime_pytorch_runs_the_network_after_one_warning(images, monkeypatch):
     model = load_model()
-    monkeypatch.setattr(runtime, "_EXPORTS", runtime.OrderedDict())
-    monkeypatch.setattr(runtime, "_SESSIONS", {})
-    monkeypatch.setattr(runtime, "_UNAVAILABLE", [])
+    _forget(monkeypatch)
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import fails
     with pytest.warns(RuntimeWarning, match="PyTorch runs it"):
         proba = model.predict_proba(images[:4])
@@ -84,3 +81,52 @@ def test_without_onnx_runtime_pytorch_runs_the_network_after_one_warning(images,
         warnings.simplefilter("error")  # once per process
         assert np.array_equal(model.predict_proba(images[:4]), proba)
     assert np.array_equal(proba, _torch_outputs(model, images[:4])[:, :7])
+
+
+def _forget(monkeypatch):
+    """As in a new process: nothing exported or opened in memory."""
+    monkeypatch.setattr(runtime, "_EXPORTS", runtime.OrderedDict())
+    monkeypatch.setattr(runtime, "_SESSIONS", {})
+    monkeypatch.setattr(runtime, "_UNAVAILABLE", [])
+
+
+def test_the_graph_is_kept_in_the_cache_folder_for_later_runs(images, tmp_path, monkeypatch):
+    model = load_model()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _forget(monkeypatch)
+    expected = model.predict_proba(images[:4])
+    files = list((tmp_path / "crystalface").glob("network-*.onnx"))
+    assert len(files) == 1 and files[0].read_bytes() == runtime.exported(model.network)
+    _forget(monkeypatch)
+
+    def no_export(*args):
+        raise AssertionError("exported again although the cache holds the graph")
+
+    monkeypatch.setattr(runtime, "_export", no_export)
+    assert np.array_equal(model.predict_proba(images[:4]), expected)
+
+
+def test_a_damaged_cache_file_is_exported_again(images, tmp_path, monkeypatch):
+    model = load_model()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _forget(monkeypatch)
+    expected = model.predict_proba(images[:4])
+    cached = next((tmp_path / "crystalface").glob("network-*.onnx"))
+    cached.write_bytes(b"not a graph")
+    _forget(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to PyTorch: exported again
+        assert np.array_equal(model.predict_proba(images[:4]), expected)
+    assert cached.read_bytes() == runtime.exported(model.network)
+
+
+def test_an_unwritable_cache_folder_only_costs_the_export(images, tmp_path, monkeypatch):
+    model = load_model()
+    blocked = tmp_path / "a file"
+    blocked.write_text("where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    _forget(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        proba = model.predict_proba(images[:4])
+    assert np.abs(proba - _torch_outputs(model, images[:4])[:, :7]).max() < 1e-4
