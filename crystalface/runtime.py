@@ -2,10 +2,10 @@
 
 The network is trained, saved and explained in PyTorch; for prediction, its weights are exported to
 an ONNX graph (probabilities and penultimate activations from one pass, :class:`Outputs`) and run by
-ONNX Runtime on one thread per process. Through the whole of ``crystalface classify`` that is 1.08x
-the rate of eager PyTorch on the throughput benchmark's supercells, with the same labels and
-confident flags and every probability, score and novelty within 1e-6
-(benchmarks/inference_end_to_end.md). Its outputs are also bit-identical whatever the batch size,
+ONNX Runtime on one thread per process. Through the whole of ``crystalface classify`` that is
+1.05-1.08x the rate of eager PyTorch on the throughput benchmark's supercells, with the same labels
+and confident flags and every probability, score and novelty within 1e-6
+(benchmarks/inference_end_to_end.md, benchmarks/throughput.md). Its outputs are also bit-identical whatever the batch size,
 the other fingerprints in a batch and the number of threads, where PyTorch's change in the last bits
 below batches of 4.
 

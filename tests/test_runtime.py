@@ -90,14 +90,21 @@ def _forget(monkeypatch):
     monkeypatch.setattr(runtime, "_UNAVAILABLE", [])
 
 
-def test_the_graph_is_kept_in_the_cache_folder_for_later_runs(images, tmp_path, monkeypatch):
+def _first_run(images, folder, monkeypatch):
+    """The shipped model's probabilities of four fingerprints in a new process whose cache folder is
+    ``folder``, and the graph file that run left there."""
     model = load_model()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
     _forget(monkeypatch)
     expected = model.predict_proba(images[:4])
-    files = list((tmp_path / "crystalface").glob("network-*.onnx"))
+    files = list((folder / "crystalface").glob("network-*.onnx"))
     assert len(files) == 1 and files[0].read_bytes() == runtime.exported(model.network)
-    _forget(monkeypatch)
+    _forget(monkeypatch)  # the next run
+    return model, expected, files[0]
+
+
+def test_the_graph_is_kept_in_the_cache_folder_for_later_runs(images, tmp_path, monkeypatch):
+    model, expected, _ = _first_run(images, tmp_path, monkeypatch)
 
     def no_export(*args):
         raise AssertionError("exported again although the cache holds the graph")
@@ -107,13 +114,8 @@ def test_the_graph_is_kept_in_the_cache_folder_for_later_runs(images, tmp_path, 
 
 
 def test_a_damaged_cache_file_is_exported_again(images, tmp_path, monkeypatch):
-    model = load_model()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    _forget(monkeypatch)
-    expected = model.predict_proba(images[:4])
-    cached = next((tmp_path / "crystalface").glob("network-*.onnx"))
+    model, expected, cached = _first_run(images, tmp_path, monkeypatch)
     cached.write_bytes(b"not a graph")
-    _forget(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to PyTorch: exported again
         assert np.array_equal(model.predict_proba(images[:4]), expected)
