@@ -40,6 +40,9 @@ _KEPT_EXPORTS = 4
 _SESSIONS: dict[tuple[str, int], object] = {}
 #: Why ONNX Runtime cannot run networks in this process, once it failed (PyTorch runs them then).
 _UNAVAILABLE: list[str] = []
+#: Version of what the exported graph computes (:class:`Outputs`), part of a cached graph's file name:
+#: raise it whenever Outputs changes, so that no cached graph of the old kind is ever run.
+GRAPH_VERSION = 1
 
 
 class Outputs(nn.Module):
@@ -82,9 +85,10 @@ def _keep(key: str, graph: bytes) -> None:
 
 
 def _cache_file(key: str) -> Path:
-    """Where the graph of the weights with digest ``key`` is kept between runs (per PyTorch version: its exporter made it)."""
+    """Where the graph of the weights with digest ``key`` is kept between runs (per :data:`GRAPH_VERSION`,
+    and per PyTorch version: its exporter made it)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "crystalface" / f"network-{key}-torch{torch.__version__}.onnx"
+    return Path(base) / "crystalface" / f"network-{key}-graph{GRAPH_VERSION}-torch{torch.__version__}.onnx"
 
 
 def _cached(key: str) -> bytes | None:
