@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -103,7 +104,8 @@ def _store(key: str, graph: bytes) -> None:
     path = _cache_file(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        # one partial file per writer, also among the hosts of a cluster sharing a home folder
+        partial = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.part")
         partial.write_bytes(graph)
         os.replace(partial, path)
     except OSError:
