@@ -120,8 +120,7 @@ def _torch_runner(module, channels_last: bool = True):
 
 def export_onnx(model, path: Path) -> Path:
     """The model's network as crystalface runs it (the ONNX graph of :mod:`crystalface.runtime`), written to ``path``."""
-    model._ready()
-    path.write_bytes(runtime.exported(model.network))
+    path.write_bytes(runtime.graph(model.network, model.descriptor.df2d.n_pixels))
     return path
 
 
@@ -145,14 +144,8 @@ def quantize_int8(onnx_path: Path, calibration: np.ndarray, path: Path) -> Path:
 
 
 def onnx_session(path: Path):
-    """An ONNX Runtime session of one thread (one process per core, as crystalface's workers run)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """An ONNX Runtime session of one thread, as crystalface's workers open it (one process per core)."""
+    return runtime.open_session(path)
 
 
 def calibration_fingerprints(model, n: int, workers: int) -> np.ndarray:

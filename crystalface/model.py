@@ -113,8 +113,9 @@ class Model:
         return np.ascontiguousarray(both[:, :n]), self._novelty_of(both[:, n:])
 
     def _ready(self) -> None:
-        """Export the network for ONNX Runtime now, in this process: a pickled copy then carries the graph."""
-        runtime.session(self.network, self.descriptor.df2d.n_pixels)
+        """Export the network for ONNX Runtime now, in this process (no session opened: the workers
+        run it): a pickled copy then carries the graph."""
+        runtime.prepare(self.network, self.descriptor.df2d.n_pixels)
 
     def __getstate__(self) -> dict:
         # the ONNX graph travels with the model (pool processes, Dask workers): they need not export it

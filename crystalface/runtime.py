@@ -21,6 +21,8 @@ missing or the export fails, PyTorch runs the network, after one warning.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import io
 import os
 import socket
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Outputs", "digest", "session"]
+__all__ = ["Outputs", "digest", "graph", "open_session", "prepare", "session"]
 
 #: ONNX graphs of the last few networks, by the digest of their weights.
 _EXPORTS: OrderedDict[str, bytes] = OrderedDict()
@@ -122,6 +124,51 @@ def _export(network: nn.Module, n_pixels: int) -> bytes:
     return buffer.getvalue()
 
 
+def graph(network: nn.Module, n_pixels: int) -> bytes:
+    """The ONNX graph of ``network`` on (B, 3, n, n) fingerprints: kept in this process, else read from
+    the cache folder, else exported now (and stored there). Raises what the export raises."""
+    key = digest(network)
+    found = _EXPORTS.get(key) or _cached(key)
+    if found is None:
+        found = _export(network, n_pixels)
+        _store(key, found)
+    _keep(key, found)
+    return found
+
+
+def open_session(graph: bytes | str | os.PathLike):
+    """An ONNX Runtime session of one thread (one process per core) on ``graph`` (bytes or a file)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = graph if isinstance(graph, bytes) else os.fspath(graph)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _give_up(exc: Exception) -> None:
+    """ONNX Runtime cannot run networks in this process: say why, once; PyTorch runs them."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    _UNAVAILABLE.append(reason)
+    warnings.warn(f"crystalface: ONNX Runtime cannot run the network ({reason}); PyTorch runs it, "
+                  "~8 % slower, with probabilities that may differ by ~1e-6", RuntimeWarning, stacklevel=4)
+
+
+def prepare(network: nn.Module, n_pixels: int) -> None:
+    """Have the graph of ``network`` in this process without opening a session (a process that only
+    hands the network to workers: a pickled :class:`crystalface.model.Model` carries the graph)."""
+    if _UNAVAILABLE:
+        return
+    try:
+        if importlib.util.find_spec("onnxruntime") is None:  # a graph nothing can run is not exported
+            raise ModuleNotFoundError("No module named 'onnxruntime'")
+        graph(network, n_pixels)
+    except Exception as exc:  # noqa: BLE001 - not installed, or an export this torch cannot make
+        _give_up(exc)
+
+
 def session(network: nn.Module, n_pixels: int):
     """An ONNX Runtime session (one thread) running ``network`` in evaluation mode on (B, 3, n, n)
     fingerprints, or None where ONNX Runtime cannot run it: then PyTorch must (one warning per process)."""
@@ -132,28 +179,19 @@ def session(network: nn.Module, n_pixels: int):
     if found is not None:
         return found
     try:
-        import onnxruntime as ort
+        importlib.import_module("onnxruntime")  # before any export: without it no graph is worth making
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one process per core
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        graph = _EXPORTS.get(key) or _cached(key)
+        kept = graph(network, n_pixels)
         try:
-            made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]) if graph else None
-        except Exception:  # noqa: BLE001 - a damaged cache file: exported again
-            made = None
-        if made is None:
-            graph = _export(network, n_pixels)
-            made = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-            _store(key, graph)
+            made = open_session(kept)
+        except Exception:  # noqa: BLE001 - a damaged graph (cache file or received): exported again
+            fresh = _export(network, n_pixels)
+            made = open_session(fresh)
+            _store(key, fresh)
+            _keep(key, fresh)
     except Exception as exc:  # noqa: BLE001 - not installed, or an export this torch cannot make: PyTorch runs it
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        _UNAVAILABLE.append(reason)
-        warnings.warn(f"crystalface: ONNX Runtime cannot run the network ({reason}); PyTorch runs it, "
-                      "~8 % slower, with probabilities that may differ by ~1e-6", RuntimeWarning, stacklevel=3)
+        _give_up(exc)
         return None
-    _keep(key, graph)
     for stale in [k for k in _SESSIONS if k[0] not in _EXPORTS]:  # sessions of networks no longer kept
         del _SESSIONS[stale]
     _SESSIONS[(key, os.getpid())] = made

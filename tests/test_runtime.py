@@ -61,9 +61,11 @@ def test_changed_weights_are_exported_again_never_run_stale(images):
 
 def test_a_pickled_model_carries_its_graph(images, monkeypatch):
     model = load_model()
+    _forget(monkeypatch)  # as in the main process of a new run
     model._ready()
     graph = runtime.exported(model.network)
     assert graph is not None
+    assert runtime._SESSIONS == {}  # the process that hands out the model opens no session of its own
     state = pickle.dumps(model)
     _forget(monkeypatch)  # as in a fresh worker process
     copy = pickle.loads(state)
@@ -81,6 +83,19 @@ def test_without_onnx_runtime_pytorch_runs_the_network_after_one_warning(images,
         warnings.simplefilter("error")  # once per process
         assert np.array_equal(model.predict_proba(images[:4]), proba)
     assert np.array_equal(proba, _torch_outputs(model, images[:4])[:, :7])
+
+
+def test_readying_without_onnx_runtime_warns_once_and_sends_no_graph(images, monkeypatch):
+    model = load_model()
+    _forget(monkeypatch)
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    with pytest.warns(RuntimeWarning, match="PyTorch runs it"):
+        model._ready()
+    assert runtime.exported(model.network) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copy = pickle.loads(pickle.dumps(model))
+        assert np.array_equal(copy.predict_proba(images[:4]), _torch_outputs(model, images[:4])[:, :7])
 
 
 def _forget(monkeypatch):
