@@ -123,10 +123,12 @@ def classify(
     images, errors, lattices = compute_fingerprints(structures, model.descriptor, workers=workers, progress=progress,
                                                  return_sites=True)
     ok = [i for i, e in enumerate(errors) if e is None]
-    proba, novelty = model.predict(images[ok]) if ok else (np.zeros((0, len(model.classes))), None)
+    if len(ok) < len(structures):  # the images of those that did not fail (all: no copy)
+        images = images[ok]
+    proba, novelty = model.predict(images) if ok else (np.zeros((0, len(model.classes))), None)
     classes = model.classes
     confident, scores, reasons = assess_with_reasons(
-        proba, images[ok], [structures[i] for i in ok], model.descriptor.df2d, novelty,
+        proba, images, [structures[i] for i in ok], model.descriptor.df2d, novelty,
         labels=[classes[int(np.argmax(p))] for p in proba], lattices=[lattices[i] for i in ok])
     results: list[Prediction] = []
     row = iter(zip(proba, confident, scores, novelty if novelty is not None else [None] * len(ok), reasons))

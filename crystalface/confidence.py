@@ -61,6 +61,7 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from .cell import _MAX_SITES, LATTICE_FITS, LatticeFound, _minkowski_reduced, _neighbours, _padded_tree
 from .classes import BASIS_SITES, CUBIC_SIGNATURES, LATTICE_SYSTEMS, SYSTEM_SITES
@@ -121,8 +122,11 @@ def bragg_fraction(images: np.ndarray, params: DF2D = DF2D()) -> np.ndarray:
         images = images.astype(np.float64)
     single = images.ndim == 3
     batch = images[None] if single else images
-    pixels = batch[:, :, params.mask()]  # one copy, in the images' own precision (float32 from fingerprint)
-    pixels = pixels.reshape(len(batch), pixels.shape[1] * pixels.shape[2])  # (B, 3 x pixels in the mask)
+    # the pixels in the mask, in the images' own precision (float32 from fingerprint), (B, 3 x pixels in
+    # the mask): the order of batch[:, :, mask], gathered by np.take in one copy (the mask gave two, 4x slower)
+    b, channels, rows, columns = batch.shape
+    pixels = np.take(batch.reshape(b, channels, rows * columns), np.flatnonzero(params.mask()), axis=2)
+    pixels = pixels.reshape(b, channels * pixels.shape[2])
     n = pixels.shape[1]
     k = max(1, int(round(TOP_PIXELS * n)))
     top = np.partition(pixels, n - k, axis=1)[:, n - k:]  # the k brightest, in place of a sort
@@ -219,20 +223,59 @@ def vacuum_fraction(atoms: Atoms, distance: float = VACUUM_DISTANCE, n_points: i
     neighbours = _neighbours(atoms.positions, cell)
     limit = distance * neighbours.distance
     points = _unit_points(n_points, seed) @ cell
-    # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
-    # distance found is an upper bound of the true one (exact up to the margin), so a point with an
-    # atom found within the limit has one; a point without is open only when the limit is beyond the margin.
-    # The search may stop at an atom up to twice as far as the nearest (eps=1; 20 % faster): any atom
-    # found within the limit settles a point all the same, and the points it leaves open are searched
-    # exactly (in a bulk crystal every point has an atom within half the limit: none is left open)
-    d = neighbours.tree.query(points, k=1, distance_upper_bound=limit, eps=1.0)[0]
-    far = d > limit
-    if np.any(far):
-        far[far] = neighbours.tree.query(points[far], k=1, distance_upper_bound=limit)[0] > limit
-    if limit > neighbours.margin and np.any(far):
-        d_far = _padded_tree(neighbours.frac, cell, limit)[0].query(points[far], k=1, distance_upper_bound=limit)[0]
-        far[far] = d_far > limit
+    # First a grid: a point with an atom of the tree in its cube, whose diagonal is shorter than the
+    # limit, has one within it (in a bulk crystal ~90 % of the points, settled at a fifth of the cost
+    # of their queries); the tree is asked about the others only.
+    open_ = ~_near_in_grid(points, neighbours.tree.data, limit)
+    far = np.zeros(len(points), dtype=bool)
+    if np.any(open_):
+        points = points[open_]
+        # bounded query: a point with no atom within the limit gets inf, and the search prunes sooner. A
+        # distance found is an upper bound of the true one (exact up to the margin), so a point with an
+        # atom found within the limit has one; a point without is open only when the limit is beyond the margin.
+        # The search may stop at an atom up to twice as far as the nearest (eps=1; 20 % faster): any atom
+        # found within the limit settles a point all the same, and the points it leaves open are searched
+        # exactly (in a bulk crystal every point has an atom within half the limit: none is left open)
+        d = neighbours.tree.query(points, k=1, distance_upper_bound=limit, eps=1.0)[0]
+        far_open = d > limit
+        if np.any(far_open):
+            far_open[far_open] = neighbours.tree.query(points[far_open], k=1, distance_upper_bound=limit)[0] > limit
+        if limit > neighbours.margin and np.any(far_open):
+            d_far = _padded_tree(neighbours.frac, cell, limit)[0].query(points[far_open], k=1, distance_upper_bound=limit)[0]
+            far_open[far_open] = d_far > limit
+        far[open_] = far_open
     return float(np.mean(far))
+
+
+#: Most cubes :func:`_near_in_grid` lays over the points (a byte each); beyond, it settles none.
+_MAX_CUBES = 1 << 20
+
+
+def _near_in_grid(points: np.ndarray, atoms: np.ndarray, limit: float) -> np.ndarray:
+    """Which ``points`` (Cartesian, Å) certainly have one of ``atoms`` within ``limit`` (Å): those
+    with an atom in the same cube of a grid of side a millionth less than limit / sqrt(3), whose
+    diagonal is shorter than the limit, rounding included. False says nothing; all are False where
+    the grid over the points would have more than :data:`_MAX_CUBES` cubes (a few atoms in a large
+    box), or cube numbers too large to be exact.
+    """
+    none = np.zeros(len(points), dtype=bool)
+    if not (0 < limit < np.inf and len(points)):
+        return none
+    inverse_side = np.sqrt(3) / (limit * (1 - 1e-6))
+    cube = np.floor(np.ascontiguousarray(points.T) * inverse_side)  # (3, points), cube numbers
+    if not np.abs(cube).max() < 1e9:
+        return none
+    lowest = cube.min(axis=1) - 1  # a layer of cubes around the points' ones, holding no point
+    shape = cube.max(axis=1) - lowest + 2
+    if np.prod(shape) > _MAX_CUBES:
+        return none
+    at = np.floor(np.ascontiguousarray(atoms.T) * inverse_side) - lowest[:, None]
+    # atoms beyond the points' cubes go to that outer layer, where no point looks
+    np.fmax(at, 0, out=at)
+    np.fmin(at, (shape - 1)[:, None], out=at)
+    occupied = np.zeros(tuple(shape.astype(np.intp)), dtype=bool)
+    occupied[tuple(at.astype(np.intp))] = True
+    return occupied[tuple((cube - lowest[:, None]).astype(np.intp))]
 
 
 @lru_cache(maxsize=8)
@@ -260,7 +303,7 @@ def domain_problem(atoms: Atoms, vacuum: float | None = None) -> str | None:
     >>> domain_problem(bulk("NaCl", "rocksalt", a=5.64))
     'more than one element (Cl, Na): the model knows elemental solids'
     """
-    symbols = sorted(set(atoms.get_chemical_symbols()))
+    symbols = sorted(chemical_symbols[z] for z in np.unique(atoms.numbers))  # not a list of one symbol per atom
     if len(symbols) > 1:
         return f"more than one element ({', '.join(symbols)}): the model knows elemental solids"
     if vacuum is None:

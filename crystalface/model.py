@@ -156,7 +156,10 @@ class Model:
         means = self.novelty_stats["novelty.means"].double().numpy()
         precision = self.novelty_stats["novelty.precision"].double().numpy()
         diff = np.asarray(feats, dtype=np.float64)[:, None, :] - means[None]
-        return np.einsum("bci,ij,bcj->bc", diff, precision, diff).min(axis=1)
+        # diff P diff for each fingerprint and class as B x C stacked (1, d) @ (d, d) products: each
+        # value is computed alone, so it never depends on the other fingerprints of a batch (one
+        # three-operand einsum summed the same terms in another order, 14x slower: ~0.1 ms a structure)
+        return (np.matmul(diff[:, :, None, :], precision)[:, :, 0, :] * diff).sum(axis=-1).min(axis=1)
 
     def novelty(self, images: np.ndarray) -> np.ndarray | None:
         """How far each fingerprint lies from every class the network learned, in units of the threshold.

@@ -145,6 +145,8 @@ def _fingerprint_chunk(descriptor, structures, transform, augment=None,
             errors.append(_internal_error(exc))
     n = descriptor.df2d.n_pixels
     images = fingerprint(scaled, descriptor.df2d) if scaled else np.zeros((0, 3, n, n), np.float32)
+    if len(scaled) == len(structures):  # none failed: the images as they are, not copied into zeros
+        return images, errors, sites
     out = np.zeros((len(structures), 3, n, n), np.float32)
     ok = [i for i, e in enumerate(errors) if e is None]
     out[ok] = images
@@ -223,5 +225,8 @@ def compute_fingerprints(
             pool.shutdown()
     bar.close()
     n = descriptor.df2d.n_pixels
-    images = np.concatenate(images) if images else np.zeros((0, 3, n, n), np.float32)
+    if len(images) == 1:  # one chunk (as classify_files' chunks are): no copy
+        images = images[0]
+    else:
+        images = np.concatenate(images) if images else np.zeros((0, 3, n, n), np.float32)
     return (images, errors, sites) if return_sites else (images, errors)

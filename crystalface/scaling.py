@@ -42,7 +42,8 @@ def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float, bandwidth: 
     8 % of it.
     """
     pairs = tree.query_pairs(2.0 * rough, output_type="ndarray")
-    r = _lengths(positions[pairs[:, 0]] - positions[pairs[:, 1]])
+    # np.take: the rows positions[pairs[:, i]], at half the cost of indexing with a strided column
+    r = _lengths(np.take(positions, pairs[:, 0], axis=0) - np.take(positions, pairs[:, 1], axis=0))
     if len(r) == 0:
         return rough
     from scipy.ndimage import gaussian_filter1d
@@ -50,11 +51,13 @@ def _first_shell(positions: np.ndarray, tree: cKDTree, rough: float, bandwidth: 
     width = 0.005 * rough
     hist, edges = np.histogram(r, bins=int(np.ceil(2.0 / 0.005)), range=(0.0, 2.0 * rough))
     smooth = gaussian_filter1d(hist.astype(float), sigma=bandwidth / 0.005, mode="constant")
-    peaks = _prominent_peaks(smooth, 0.05 * smooth.max())
-    peaks = peaks[smooth[peaks] >= 0.3 * smooth.max()]
-    if len(peaks) == 0:
+    # the first of the peaks of _prominent_peaks(smooth, 0.05 x highest) that are 30 % as high as the
+    # highest: the prominence, the costly part, is taken only of peaks that high, until one has it
+    top = smooth.max()
+    first = next((p for p in _peaks(smooth) if smooth[p] >= 0.3 * top and _prominence(smooth, p) >= 0.05 * top), None)
+    if first is None:
         return rough
-    centre = edges[peaks[0]] + width / 2
+    centre = edges[first] + width / 2
     window = r[np.abs(r - centre) <= 0.08 * centre]
     return float(window.mean()) if len(window) else float(centre)
 
@@ -74,15 +77,20 @@ def _prominent_peaks(x: np.ndarray, prominence: float) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     if len(x) == 0:
         return np.array([], dtype=np.intp)
-    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # runs of equal values
-    ends = np.r_[starts[1:] - 1, len(x) - 1]
-    value = x[starts]
-    higher_than_before = np.r_[False, value[1:] > value[:-1]]
-    higher_than_after = np.r_[value[:-1] > value[1:], False]
-    peak = higher_than_before & higher_than_after
-    peaks = (starts[peak] + ends[peak]) // 2
+    peaks = _peaks(x)
     keep = np.array([_prominence(x, p) >= prominence for p in peaks], dtype=bool)
     return peaks[keep]
+
+
+def _peaks(x: np.ndarray) -> np.ndarray:
+    """Indices of the peaks of a non-empty float array ``x``, in order, whatever their prominence (:func:`_prominent_peaks`)."""
+    starts = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))  # runs of equal values
+    ends = np.append(starts[1:] - 1, len(x) - 1)
+    value = x[starts]
+    higher_than_before = np.concatenate(([False], value[1:] > value[:-1]))
+    higher_than_after = np.concatenate((value[:-1] > value[1:], [False]))
+    peak = higher_than_before & higher_than_after
+    return (starts[peak] + ends[peak]) // 2
 
 
 def _prominence(x: np.ndarray, peak: int) -> float:

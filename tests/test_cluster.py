@@ -122,11 +122,16 @@ def test_cluster_keeps_where_the_structure_came_from(prototypes):
     assert result.info.get("source") == "fcc.in" and result.info.get("index") == 0
 
 
-def test_images_in_ball_keep_every_image_within_the_ball_in_shift_order():
+@pytest.mark.parametrize("at_once", [1 << 20, 0])  # all shifts in one array, and shift by shift (large cells)
+def test_images_in_ball_keep_every_image_within_the_ball_in_shift_order(monkeypatch, at_once):
     """The images computed for the ball (_images_in_ball) include every one within its radius (all
     shifts checked by brute force), listed shift by shift and atom by atom, as the ball's ties need."""
+    import importlib
+
     from crystalface.cluster import _images_in_ball, _integer_shifts
 
+    # the module, not the function crystalface.cluster that the package exports under its name
+    monkeypatch.setattr(importlib.import_module("crystalface.cluster"), "_AT_ONCE", at_once)
     rng = np.random.default_rng(3)
     for trial in range(20):
         cell = np.diag(rng.uniform(3.0, 12.0, 3)) + np.triu(rng.uniform(-3.0, 3.0, (3, 3)), 1)

@@ -132,6 +132,26 @@ def test_vacuum_fraction_is_the_full_periodic_search(monkeypatch, padding):
     cell._neighbours_bytes.cache_clear()  # not to hand later tests trees of this padding
 
 
+def test_the_grid_of_the_vacuum_check_settles_only_points_with_an_atom_within_the_limit():
+    """_near_in_grid (the first, cheap pass of vacuum_fraction) may leave a point open, never settle
+    one whose nearest atom (brute force) lies beyond the limit, whatever the density and the limit."""
+    from crystalface.confidence import _near_in_grid
+
+    rng = np.random.default_rng(5)
+    settled = 0
+    for trial in range(60):
+        atoms = rng.random((int(rng.integers(1, 400)), 3)) * rng.uniform(3.0, 30.0, 3) - rng.uniform(0.0, 5.0, 3)
+        points = rng.random((300, 3)) * rng.uniform(3.0, 30.0, 3)
+        limit = rng.uniform(0.3, 8.0)
+        near = _near_in_grid(points, atoms, limit)
+        nearest = np.linalg.norm(points[:, None] - atoms[None], axis=2).min(axis=1)
+        assert np.all(nearest[near] < limit), trial
+        settled += near.sum()
+    assert settled > 1000  # it does settle points
+    assert not _near_in_grid(points, atoms, 0.0).any() and not _near_in_grid(points, atoms, np.inf).any()
+    assert not _near_in_grid(points, atoms, 1e-6).any()  # more cubes than it lays out: none settled
+
+
 def test_basis_problem_judges_only_counts_a_class_could_have():
     assert basis_problem("diam", 2) is None and basis_problem("bct141", 2) is None
     assert basis_problem("fcc", 1) is None and all(basis_problem("hex/rh", n) is None for n in (1, 2, 3, 4))

@@ -116,3 +116,19 @@ def test_a_card_without_shell_bandwidth_means_the_estimator_before_it(prototypes
     assert distances[SHELL_BANDWIDTH] != distances[LEGACY_SHELL_BANDWIDTH]
     with pytest.raises(ValueError, match="shell_bandwidth"):
         Descriptor(shell_bandwidth=0.0)
+
+
+def test_the_novelty_distance_of_a_fingerprint_does_not_depend_on_the_others_in_its_batch():
+    """Model._mahalanobis: squared Mahalanobis distance to the nearest class mean, row by row."""
+    model = load_model()
+    rng = np.random.default_rng(4)
+    feats = rng.random((40, model.network.dense)).astype(np.float32) * 3
+    full = model._mahalanobis(feats)
+    for k in (1, 3, 17):
+        assert np.array_equal(model._mahalanobis(feats[:k]), full[:k])
+        assert np.array_equal(model._mahalanobis(feats[::-1][:k]), full[::-1][:k])
+    means = model.novelty_stats["novelty.means"].double().numpy()
+    precision = model.novelty_stats["novelty.precision"].double().numpy()
+    diff = feats.astype(np.float64)[:, None, :] - means[None]
+    expected = np.array([[d @ precision @ d for d in row] for row in diff]).min(axis=1)
+    assert np.allclose(full, expected, rtol=1e-12, atol=0)
