@@ -290,7 +290,8 @@ def main(argv=None) -> int:
     lines = [
         "# Throughput: file on disk to label", "",
         f"`{results['command']}` — {results['date']}, commit `{results['machine']['commit'] or 'unknown'}` "
-        f"(crystalface {results['machine']['crystalface']}), {results['machine']['platform']}, {results['machine']['cpus']} CPUs", "",
+        f"(crystalface {results['machine']['crystalface']}), {results['machine']['platform']}, {results['machine']['cpus']} CPUs"
+        f" ({results['machine']['cpu'] or 'CPU model unknown'})", "",
         f"{len(structures)} randomly rotated periodic supercells (mean {results['structures']['atoms_mean']:.0f} atoms), "
         "half pristine, half with 10 % vacancies and 0.02 Å displacements.", "",
         f"Every time is the median of {args.repeats} rounds, each round measuring everything once; each ratio "

@@ -107,6 +107,8 @@ def test_debye_waller_script_ranks_the_crystals_by_the_q_of_their_brightest_pixe
 def test_machine_info_names_the_checkouts_commit_and_whether_the_package_differs_from_it():
     info = provenance.machine_info()
     assert info["crystalface"] == crystalface.__version__
+    if Path("/proc/cpuinfo").exists():  # Linux: the model name, not the architecture
+        assert info["cpu"] and info["cpu"] != info["processor"]
     if info["commit"] is None:
         pytest.skip("not running from a git checkout")
     assert re.fullmatch(r"[0-9a-f]{40}", info["commit"]) and isinstance(info["commit_dirty"], bool)
