@@ -13,7 +13,8 @@ process has warmed up every step, and workers forked from it would inherit that:
 caches); its start-up (imports, loading the model) is reported apart from the rate. Everything is measured ``--repeats`` times in
 rounds (end to end, steps, symmetry finders, then again) and the medians are reported; the time of
 a shared virtual machine drifts by 20 % within minutes. Reports ratios (theirs / ours, each within
-one round; on the defective half, ours is crystalface end to end on a file of the defective structures alone), since absolute times drift. Writes <output>.json and <output>.md.
+one round; on the defective half, ours is crystalface end to end on a file of as many defective
+structures, the same supercells each made defective), since absolute times drift. Writes <output>.json and <output>.md.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
             rounds.append({
                 "end_to_end_s": end_to_end,
                 "end_to_end_process": process,
-                # the defective half alone (each of its structures costs more than a pristine one)
+                # on the file of defective structures (each costs more than a pristine one)
                 "end_to_end_noisy_s": process_noisy["run_s"],
                 "steps_s": steps,
                 "fingerprint_reference_s": reference_s,
