@@ -816,7 +816,8 @@ def _norm(vector: np.ndarray) -> float:
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.cross`` of two 3-vectors, with the same products and differences (the same bits) at a tenth
     of its cost: np.cross handles any shape, which costs ~50 us per call, and the lattice search
-    calls it a few times per candidate vector."""
+    calls it a few times per candidate vector. Of two (3, N) arrays, the cross products of their
+    columns, (3, N)."""
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from .cell import StructureError, _check_periodic, _close_pairs, _lengths, _wrap, atoms_only
+from .cell import StructureError, _check_periodic, _close_pairs, _cross, _lengths, _wrap, atoms_only
 
 __all__ = ["cluster"]
 
@@ -67,14 +67,6 @@ def cluster(atoms: Atoms, n_atoms: int = 256, center: int | None = None, seed: i
 _AT_ONCE = 1 << 20
 #: The eight corners of the unit cell, fractional.
 _CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
-
-
-def _cross_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.cross(a, b)`` of (N, 3) arrays, the same products and differences (so the same bits),
-    without its generic axis handling (~3x its cost on three rows)."""
-    return np.column_stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
-                            a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                            a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]])
 
 
 @lru_cache(maxsize=64)
@@ -141,7 +133,7 @@ def _cluster(atoms: Atoms, n_atoms: int, center: int | None, seed: int = 0) -> A
     volume = abs(np.linalg.det(cell))
     radius = 1.4 * (3 * n_atoms * (volume / len(atoms)) / (4 * np.pi)) ** (1 / 3)
     # number of images needed along each lattice vector to cover the ball: radius / plane spacing
-    spacing = volume / np.linalg.norm(_cross_rows(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    spacing = volume / np.linalg.norm(_cross(cell[[1, 2, 0]].T, cell[[2, 0, 1]].T).T, axis=1)  # rows b x c, c x a, a x b
     reps = np.ceil(radius / spacing).astype(int) + 1
     if np.prod(2 * reps + 1) > 1e6:
         raise StructureError(f"cannot cut a {n_atoms}-atom cluster: the cell is too thin ({np.round(spacing, 3)} Å)")
