@@ -88,11 +88,10 @@ class _FixedBatchModel(Model):
 
     def _outputs(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         n = len(images)
-        if n % NET_BATCH == 0:  # whole batches already (a chunk of 64): the network casts them to float32 itself
-            return super()._outputs(images, NET_BATCH)
-        padded = np.zeros((-(-n // NET_BATCH) * NET_BATCH,) + images.shape[1:], np.float32)
-        padded[:n] = images
-        return super()._outputs(padded, NET_BATCH)[:n]
+        short = -n % NET_BATCH
+        if short:  # the last batch filled up with zeros (a chunk of 64 needs none: no copy)
+            images = np.concatenate([images, np.zeros((short,) + images.shape[1:], images.dtype)])
+        return super()._outputs(images, NET_BATCH)[:n]
 
 
 @contextmanager
