@@ -143,11 +143,6 @@ def quantize_int8(onnx_path: Path, calibration: np.ndarray, path: Path) -> Path:
     return path
 
 
-def onnx_session(path: Path):
-    """An ONNX Runtime session of one thread, as crystalface's workers open it (one process per core)."""
-    return runtime.open_session(path)
-
-
 def calibration_fingerprints(model, n: int, workers: int) -> np.ndarray:
     """Fingerprints of ``n`` pristine structures of the training seed 0, to calibrate int8 on."""
     from crystalface.dataset import generate_structures
@@ -185,7 +180,7 @@ def paths(model, calibration: np.ndarray, workdir: Path) -> dict:
     out[SHIPPED] = (lambda x: runtime.run(session, x), time.perf_counter() - start)
 
     start = time.perf_counter()
-    session8 = onnx_session(quantize_int8(onnx_path, calibration, workdir / "network.int8.onnx"))
+    session8 = runtime.open_session(quantize_int8(onnx_path, calibration, workdir / "network.int8.onnx"))
     out["ONNX Runtime, int8 (static, per channel)"] = (lambda x: session8.run(None, {"x": x})[0],
                                                         time.perf_counter() - start)
 

@@ -60,8 +60,6 @@ print(json.dumps({"seconds": seconds, "cpu_s": cpu, "structures": summary.classi
 def replace_session(onnx_file: str | None) -> None:
     """Make :func:`crystalface.runtime.session` give PyTorch the network (None) or a session of
     ``onnx_file`` (one thread, made on first use in each process)."""
-    from inference import onnx_session
-
     from crystalface import runtime
 
     sessions: dict = {}
@@ -70,7 +68,7 @@ def replace_session(onnx_file: str | None) -> None:
         if onnx_file is None:
             return None
         if os.getpid() not in sessions:  # a forked worker makes its own
-            sessions[os.getpid()] = onnx_session(Path(onnx_file))
+            sessions[os.getpid()] = runtime.open_session(onnx_file)  # one thread, as crystalface's workers open it
         return sessions[os.getpid()]
 
     runtime.session = session

@@ -32,20 +32,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
-def _structures(n: int, seed: int, all_defective: bool = False):
-    """The benchmark's supercells: every second one defective, or (``all_defective``) every one, the
-    defective ones being the same in both."""
-    from crystalface import displace, vacancies
+def _structures(n: int, seed: int):
+    """The benchmark's supercells: every second one defective (:func:`_defective`)."""
     from crystalface.dataset import generate_structures
     from crystalface.examples import random_rotation, supercell_near
 
     out = []
     for i, (atoms, _) in enumerate(generate_structures(n, seed=seed)):
         cell = random_rotation(supercell_near(atoms, 256), seed=seed + i)
-        if i % 2 or all_defective:
-            cell = displace(vacancies(cell, 0.10, seed=i), 0.02, seed=i)
-        out.append(cell)
+        out.append(_defective(cell, i) if i % 2 else cell)
     return out
+
+
+def _defective(cell, i: int):
+    """Supercell ``i`` of the benchmark with 10 % vacancies and 0.02 Å displacements."""
+    from crystalface import displace, vacancies
+
+    return displace(vacancies(cell, 0.10, seed=i), 0.02, seed=i)
 
 
 def _time(fn, items) -> float:
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
         # run above has structures (so that start-up and the last chunk weigh as much), every one made
         # defective as the odd ones are (which are the same structures)
         noisy_path = Path(tmp) / "noisy.extxyz"
-        write(noisy_path, _structures(args.n, args.seed, all_defective=True), format="extxyz")
+        write(noisy_path, [a if i % 2 else _defective(a, i) for i, a in enumerate(structures)], format="extxyz")
         n_noisy = args.n
 
         # per step, one process, one thread: where does the time go? A few structures first through
