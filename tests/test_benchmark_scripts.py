@@ -37,6 +37,7 @@ def test_throughput_script_writes_every_number_and_where_it_came_from(tmp_path):
     assert rows["moyopy_0.1_noisy"]["measured"] == result["ratios_on_noisy_baseline_time_over_ours_end_to_end"]["moyopy 0.1"]
     noisy = result["end_to_end"]["noisy_half"]  # the defective half compared with ours on that half
     assert noisy["structures"] == 6 and noisy["structures_per_second"] > 0
+    assert result["api"]["structures_per_second"] > 0 and all(r["api_s"] > 0 for r in result["rounds"])
     for r in result["rounds"]:
         assert r["end_to_end_noisy_s"] > 0
         mine = r["end_to_end_noisy_s"] / 6

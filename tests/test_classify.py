@@ -109,6 +109,23 @@ def test_a_failing_structure_does_not_stop_the_batch(model):
     assert set(results[1].to_dict()) == {"source", "index", "error"}
 
 
+def test_a_list_on_two_processes_gives_what_one_process_gives(model):
+    # more than one chunk (batch.CHUNK), so the pool runs every step on its chunks; a failure in the
+    # second chunk fails alone, is counted in the warning, and no structure given is changed
+    crystals = [CRYSTALS[name] for name in ("Cu", "Fe", "Mg", "alpha-Po", "Si")]
+    structures = [displace(c.primitive().repeat(2), 0.02, seed=i) for i, c in enumerate(crystals * 20)]
+    structures.insert(70, Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
+    before = [(a.positions.copy(), dict(a.info)) for a in structures]
+    with pytest.warns(UserWarning, match="^1 of 101 structures"):
+        two = classify(structures, model=model, workers=2)
+    with pytest.warns(UserWarning, match="^1 of 101 structures"):
+        one = classify(structures, model=model, workers=1)
+    assert [p.to_dict() for p in two] == [p.to_dict() for p in one]
+    assert two[70].label is None and "lattice vectors" in two[70].error
+    assert [p.label for p in two[:5]] == [c.label for c in crystals]
+    assert all(np.array_equal(a.positions, pos) and a.info == info for a, (pos, info) in zip(structures, before))
+
+
 def test_a_structure_that_breaks_a_step_unexpectedly_fails_alone(model, monkeypatch):
     # a library failing on odd input (ASE's Niggli reduction did, on a needle-thin cell) or a bug: the
     # structure gets a one-line "internal error", the others are classified
