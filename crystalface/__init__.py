@@ -11,7 +11,7 @@ The pipeline, one public function per step::
 'bcc'
 """
 
-__version__ = "0.1.12"
+__version__ = "0.1.13"
 
 from typing import TYPE_CHECKING
 
