@@ -143,7 +143,7 @@ def _in_chunks(structures: Sequence[Atoms], model: "Model", workers: int | None,
     """:func:`classify` of many structures on a pool of ``workers`` processes, chunk by chunk, each
     process running every step on its chunk (:func:`crystalface.batch.classify_stream`). Computing
     only the fingerprints in the pool and the network here left the workers idle while the network
-    ran: 268 structures/s against 330 on 2 cores (docs/scale.md)."""
+    ran: 268 -> 324 structures/s on 2 cores (docs/scale.md)."""
     from tqdm.auto import tqdm
 
     from .batch import CHUNK, _classified_chunks  # here: the batch module imports this one

@@ -110,8 +110,8 @@ def test_a_failing_structure_does_not_stop_the_batch(model):
 
 
 def test_a_list_on_two_processes_gives_what_one_process_gives(model):
-    # more than one chunk (batch.CHUNK), so the pool runs every step on its chunks; a failure in the
-    # second chunk fails alone, is counted in the warning, and no structure given is changed
+    # more than one chunk (batch.CHUNK), so the pool runs every step on its chunks; a failure in a
+    # later chunk fails alone, is counted in the warning, and no structure given is changed
     crystals = [CRYSTALS[name] for name in ("Cu", "Fe", "Mg", "alpha-Po", "Si")]
     structures = [displace(c.primitive().repeat(2), 0.02, seed=i) for i, c in enumerate(crystals * 20)]
     structures.insert(70, Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]))
