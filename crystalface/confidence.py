@@ -527,22 +527,25 @@ def assess_with_reasons(
         if novelty is not None:  # the novelty does not judge a label the lattice proves
             proven = [lattice_confirms(label, f.sites, f.cubic) for label, f in zip(labels, lattices)]
             novelty = np.where(proven, 0.0, np.asarray(novelty, dtype=np.float64))
-    values = score(probabilities, images, params, novelty)
+    crystal = crystallinity(bragg_fraction(images, params))  # once, for the score and the reasons
+    values = _score_of(probabilities, crystal, novelty)
     values = np.where([p is not None or c is not None for p, c in zip(problems, contradictions)], 0.0, values)
     confident = values >= THRESHOLD
-    reasons = doubts(probabilities, images, params, novelty, labels, problems, confident, contradictions)
+    reasons = doubts(probabilities, images, params, novelty, labels, problems, confident, contradictions, crystal)
     return confident, values, reasons
 
 
 def doubts(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(), novelty: np.ndarray | None = None,
            labels: Sequence[str] | None = None, problems: Sequence[str | None] | None = None,
-           confident: np.ndarray | None = None, contradictions: Sequence[str | None] | None = None) -> list[str | None]:
+           confident: np.ndarray | None = None, contradictions: Sequence[str | None] | None = None,
+           crystal: np.ndarray | None = None) -> list[str | None]:
     """The reason of :func:`assess_with_reasons` for each prediction that is not ``confident`` (None for the others).
 
     ``problems`` are the structure-level reasons already found (domain, basis; None where there is
     none, and for finite clusters, :mod:`crystalface.local`), ``contradictions`` the
     :func:`lattice_problem` of each label (named last); ``confident`` defaults to
-    ``score(...) >= THRESHOLD`` where there is neither.
+    ``score(...) >= THRESHOLD`` where there is neither; ``crystal`` is the :func:`crystallinity` of
+    each image where the caller has it (computed here otherwise).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     problems = list(problems) if problems is not None else [None] * len(probabilities)
@@ -550,8 +553,8 @@ def doubts(probabilities: np.ndarray, images: np.ndarray, params: DF2D = DF2D(),
     if confident is None:
         clear = np.array([p is None and c is None for p, c in zip(problems, contradictions)], dtype=bool)
         confident = (score(probabilities, images, params, novelty) >= THRESHOLD) & clear
-    # the crystallinity again (score() had it), only where a reason has to be given: the common batch is all confident
-    crystal = crystallinity(bragg_fraction(images, params)) if not np.all(confident) else np.ones(len(confident))
+    if crystal is None:  # only where a reason has to be given: the common batch is all confident
+        crystal = crystallinity(bragg_fraction(images, params)) if not np.all(confident) else np.ones(len(confident))
     reasons: list[str | None] = []
     for i, sure in enumerate(confident):
         p = float(probabilities[i].max())
