@@ -146,16 +146,12 @@ def _in_chunks(structures: Sequence[Atoms], model: "Model", workers: int | None,
     ran: 268 -> 324 structures/s on 2 cores (docs/scale.md)."""
     from tqdm.auto import tqdm
 
-    from .batch import CHUNK, _classified_chunks  # here: the batch module imports this one
+    from .batch import classify_stream  # here: the batch module imports this one
     from .io import Entry
 
     entries = (Entry("<memory>", i, a, None) for i, a in enumerate(structures))
-    results: list[Prediction] = []
-    with tqdm(total=len(structures), desc="classify", unit="structure", disable=not progress, leave=False) as bar:
-        for pairs in _classified_chunks(entries, model, workers, CHUNK):
-            results += [p for p, _ in pairs]
-            bar.update(len(pairs))
-    return results
+    return list(tqdm(classify_stream(entries, model, workers), total=len(structures), desc="classify",
+                     unit="structure", disable=not progress, leave=False))
 
 
 def _classified(structures: Sequence[Atoms], model: "Model", progress: bool) -> list[Prediction]:
