@@ -91,11 +91,12 @@ print(json.dumps({"run_s": time.perf_counter() - start, "failed": sum(p.error is
 """
 
 
-def _end_to_end(path: Path, output: Path, workers: int, script: str = _END_TO_END) -> dict:
-    """Run ``script`` (:data:`_END_TO_END` or :data:`_API`) in a fresh interpreter; its JSON report."""
+def _end_to_end(path: Path, output: Path, workers: int, script: str = _END_TO_END, *extra: str) -> dict:
+    """Run ``script`` (:data:`_END_TO_END` or :data:`_API`, or one that begins with a prelude of its
+    own and reads ``extra`` from ``sys.argv[4:]``) in a fresh interpreter; its JSON report."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", script, str(path), str(output), str(workers)],
+    out = subprocess.run([sys.executable, "-c", script, str(path), str(output), str(workers), *extra],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,22 +40,17 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/: the throughput benchmark's 
 MODES = {"float32 (shipped)": (False, False), "int8 network": (True, False),
          "bf16 fingerprint": (False, True), "int8 network + bf16 fingerprint": (True, True)}
 
-_RUN = """
-import json, os, sys, time
+#: Put before throughput's end-to-end script: the int8 graph (``sys.argv[4]``, "" for none) kept
+#: for the shipped weights in place of the float32 one (the workers receive it with the model), and
+#: the bfloat16 products switched on (``sys.argv[5]`` "1"; inherited by the forked workers).
+_PRELUDE = """
+import sys
 import torch
 from crystalface import load_model, runtime
-from crystalface.batch import classify_files
-src, out, workers, int8, bf16 = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-model = load_model()
-if int8:  # the quantized graph in place of the float32 one: the workers receive it with the model
-    runtime._EXPORTS[runtime.digest(model.network)] = open(int8, "rb").read()
-if bf16:  # inherited by the forked workers
+if sys.argv[4]:
+    runtime._keep(runtime.digest(load_model().network), open(sys.argv[4], "rb").read())
+if sys.argv[5] == "1":
     torch.backends.mkldnn.matmul.fp32_precision = "bf16"
-before, start = os.times(), time.perf_counter()
-summary = classify_files(src, out, model=model, workers=workers)
-run, after = time.perf_counter() - start, os.times()
-cpu = sum(getattr(after, k) - getattr(before, k) for k in ("user", "system", "children_user", "children_system"))
-print(json.dumps({"run_s": run, "cpu_s": cpu, "failed": summary.failed}))
 """
 
 
@@ -95,7 +89,7 @@ def main(argv=None) -> int:
     import spglib
     from ase.io import write
     from inference import calibration_fingerprints, quantize_int8
-    from throughput import _defective, _structures
+    from throughput import _END_TO_END, _defective, _end_to_end, _structures
 
     from crystalface import load_model, runtime
     from crystalface.evaluation.provenance import command_line, machine_info, report_paths
@@ -120,11 +114,10 @@ def main(argv=None) -> int:
             row = {"modes": {}, "finders_s": {}}
             for name, (use_int8, use_bf16) in MODES.items():
                 out = tmp / f"{r}-{list(MODES).index(name)}.jsonl"
-                done = subprocess.run([sys.executable, "-c", _RUN, str(path), str(out), str(cores),
-                                       str(int8) if use_int8 else "", "1" if use_bf16 else "0"],
-                                      capture_output=True, text=True, check=True)
-                row["modes"][name] = json.loads(done.stdout.strip().splitlines()[-1])
-                row["modes"][name]["records"] = str(out)
+                run = _end_to_end(path, out, cores, _PRELUDE + _END_TO_END, str(int8) if use_int8 else "",
+                                  "1" if use_bf16 else "0")
+                row["modes"][name] = {"run_s": run["run_s"], "cpu_s": run["cpu_s_main"] + run["cpu_s_workers"],
+                                      "failed": run["failed"], "records": str(out)}
             for name, run in finders.items():
                 start = time.perf_counter()
                 for a in baseline:
